@@ -1,0 +1,57 @@
+# upgraded — build, install layout, and the two entry points of the README.
+#
+#   make            build the release binaries
+#   make install    install into $(DESTDIR)$(PREFIX) the way a distribution would
+#   make demo       the main job: a guest switches kernels while a session keeps running
+#   make check      every test: unit tests, then the VM suite (needs root; installs
+#                   qemu, mmdebstrap and the test kernels itself)
+
+PREFIX      ?= /usr
+DESTDIR     ?=
+CARGO       ?= cargo
+BINDIR      := $(PREFIX)/bin
+LIBEXECDIR  := $(PREFIX)/libexec/upgraded
+UNITDIR     := $(PREFIX)/lib/systemd/system
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+DRACUTDIR   := $(PREFIX)/lib/dracut/modules.d
+DBUSCONFDIR := $(PREFIX)/share/dbus-1/system.d
+DBUSSVCDIR  := $(PREFIX)/share/dbus-1/system-services
+RELEASE     := target/release
+
+.PHONY: all build install unit-test vm-test check demo clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+install: build
+	install -D -m 0755 $(RELEASE)/upgradectl $(DESTDIR)$(BINDIR)/upgradectl
+	install -D -m 0755 $(RELEASE)/upgraded $(DESTDIR)$(LIBEXECDIR)/upgraded
+	install -D -m 0755 $(RELEASE)/upgraded-initramfs-hook $(DESTDIR)$(LIBEXECDIR)/initramfs-hook
+	install -D -m 0644 systemd/tmpfiles.d/upgraded.conf $(DESTDIR)$(TMPFILESDIR)/upgraded.conf
+	for f in $(wildcard systemd/*.service systemd/*.target systemd/*.timer); do \
+		install -D -m 0644 $$f $(DESTDIR)$(UNITDIR)/$$(basename $$f) || exit 1; done
+	for f in $(wildcard systemd/dbus/*.conf); do \
+		install -D -m 0644 $$f $(DESTDIR)$(DBUSCONFDIR)/$$(basename $$f) || exit 1; done
+	for f in $(wildcard systemd/dbus/*.service); do \
+		install -D -m 0644 $$f $(DESTDIR)$(DBUSSVCDIR)/$$(basename $$f) || exit 1; done
+	for d in $(wildcard dracut/*/); do \
+		m=$$(basename $$d); install -d $(DESTDIR)$(DRACUTDIR)/$$m || exit 1; \
+		for f in $$d*; do install -m 0755 $$f $(DESTDIR)$(DRACUTDIR)/$$m/ || exit 1; done; done
+
+unit-test:
+	$(CARGO) test --workspace --locked
+
+vm-test:
+	tests/vm/run-suite
+
+# The one test command: README and .ci/run both call it.
+check: unit-test vm-test
+
+demo:
+	tests/vm/demo
+
+clean:
+	$(CARGO) clean
+	rm -rf tests/vm/out

@@ -1,0 +1,135 @@
+//! The `upgradectl` command line, kept in the library so that man pages and shell
+//! completions can be generated from the same definitions.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upgradectl",
+    version,
+    about = "Switch kernels with kexec while chosen sessions and containers keep running",
+    long_about = None
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the upgrade state, the known-good kernel and the last upgrade report.
+    Status,
+    /// List the installed kernels that can be switched to.
+    Kernels,
+    /// List the configured workloads and whether they resolve.
+    Workloads,
+    /// Run the pre-flight checks for KERNEL without changing anything.
+    Check {
+        /// Kernel release (e.g. 6.1.0-47-amd64) or path to a kernel image.
+        kernel: String,
+    },
+    /// Checkpoint the workloads and kexec into KERNEL.
+    Upgrade {
+        kernel: String,
+        /// Run every check and print the plan, but freeze nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Go back to the known-good kernel, with the workloads.
+    Rollback,
+    /// Checkpoint workloads into a new generation.
+    Checkpoint {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Keep the workloads running after the dump (a snapshot).
+        #[arg(long)]
+        leave_running: bool,
+        /// Pre-dump iterations before the final dump.
+        #[arg(long, default_value_t = 0)]
+        pre_dump: u32,
+    },
+    /// Restore workloads from a generation (the newest committed one by default).
+    Restore {
+        #[arg(long)]
+        generation: Option<String>,
+        names: Vec<String>,
+    },
+    /// Checkpoint a workload and stop it (hibernate one session).
+    Suspend { name: String },
+    /// Bring back a suspended workload, also after a power-off.
+    Resume { name: String },
+    /// Inspect the images in the persistent area.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// Validate or show the merged configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    List,
+    Show { generation: String },
+    Verify { generation: String },
+    Rm { generation: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    Check,
+    Show,
+}
+
+impl Command {
+    /// The subcommand's name as typed, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Kernels => "kernels",
+            Command::Workloads => "workloads",
+            Command::Check { .. } => "check",
+            Command::Upgrade { .. } => "upgrade",
+            Command::Rollback => "rollback",
+            Command::Checkpoint { .. } => "checkpoint",
+            Command::Restore { .. } => "restore",
+            Command::Suspend { .. } => "suspend",
+            Command::Resume { .. } => "resume",
+            Command::Images(_) => "images",
+            Command::Config(_) => "config",
+        }
+    }
+}
+
+/// Runs one `upgradectl` command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Nothing may pretend: until a command is built it says so and fails.
+    anyhow::bail!(
+        "'upgradectl {}' is not implemented yet in this build of upgraded",
+        cli.command.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unimplemented_command_fails_and_names_itself() {
+        let cli = Cli::parse_from(["upgradectl", "status"]);
+        let err = run(cli).unwrap_err().to_string();
+        assert!(err.contains("upgradectl status"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! upgraded: kernel upgrades through kexec that keep the chosen workloads running.
+//!
+//! The binaries (`upgraded`, `upgradectl`) are thin: they set up logging, parse
+//! arguments and call into this library.
+
+pub mod cli;
+pub mod logging;
