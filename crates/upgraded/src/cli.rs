@@ -1,7 +1,9 @@
 //! The `upgradectl` command line, kept in the library so that man pages and shell
 //! completions can be generated from the same definitions.
 
+use crate::config::{self, ConfigPaths};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +16,10 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Read the configuration under DIR as if it were `/` (for tests).
+    #[arg(long, global = true, hide = true, value_name = "DIR")]
+    pub config_root: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -83,7 +89,9 @@ pub enum ImagesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// List the configuration files in the order they apply and validate them.
     Check,
+    /// Print the merged configuration, defaults included, as TOML (or JSON with --json).
     Show,
 }
 
@@ -109,11 +117,24 @@ impl Command {
 
 /// Runs one `upgradectl` command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    // Nothing may pretend: until a command is built it says so and fails.
-    anyhow::bail!(
-        "'upgradectl {}' is not implemented yet in this build of upgraded",
-        cli.command.name()
-    )
+    match &cli.command {
+        Command::Config(command) => {
+            let paths = match &cli.config_root {
+                Some(root) => ConfigPaths::under_root(root),
+                None => ConfigPaths::system(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            match command {
+                ConfigCommand::Check => config::command::check(&paths, cli.json, &mut stdout),
+                ConfigCommand::Show => config::command::show(&paths, cli.json, &mut stdout),
+            }
+        }
+        // Nothing may pretend: until a command is built it says so and fails.
+        other => anyhow::bail!(
+            "'upgradectl {}' is not implemented yet in this build of upgraded",
+            other.name()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +152,12 @@ mod tests {
         let cli = Cli::parse_from(["upgradectl", "status"]);
         let err = run(cli).unwrap_err().to_string();
         assert!(err.contains("upgradectl status"), "{err}");
+    }
+
+    #[test]
+    fn config_root_is_global() {
+        let cli = Cli::parse_from(["upgradectl", "config", "check", "--config-root", "/tmp/r"]);
+        assert_eq!(cli.config_root, Some(PathBuf::from("/tmp/r")));
+        assert!(matches!(cli.command, Command::Config(ConfigCommand::Check)));
     }
 }

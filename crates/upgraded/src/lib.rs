@@ -4,4 +4,5 @@
 //! arguments and call into this library.
 
 pub mod cli;
+pub mod config;
 pub mod logging;

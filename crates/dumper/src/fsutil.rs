@@ -1,0 +1,49 @@
+//! Small file-system helpers shared by the manifest and the area: modes, private
+//! directories, fsync of directories.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
+/// Images are process memory: only the owner may read them.
+pub(crate) const FILE_MODE: u32 = 0o600;
+pub(crate) const DIR_MODE: u32 = 0o700;
+
+/// Creates the directory `path` with mode 0700. The mode is set again after creation
+/// because the umask may have taken bits away (0700 under umask 0277 would be 0500).
+/// Returns `Ok(false)` if it already existed.
+pub(crate) fn create_private_dir(path: &Path) -> Result<bool> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => {
+            set_mode(path, DIR_MODE)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).at("creating directory", path),
+    }
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("setting the mode of", path)
+}
+
+/// fsync on a directory makes the entries created, renamed or removed in it durable;
+/// without it a rename can be lost in a crash even after the file itself was synced.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .at("syncing directory", path)
+}
+
+/// Removes `path`, a directory tree or a file, without following symbolic links.
+pub(crate) fn remove_any(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).at("reading metadata of", path)?;
+    if meta.is_dir() {
+        fs::remove_dir_all(path).at("removing directory", path)
+    } else {
+        fs::remove_file(path).at("removing", path)
+    }
+}

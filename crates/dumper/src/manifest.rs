@@ -1,0 +1,724 @@
+//! The generation manifest: what a generation holds, on which system it was made, and
+//! how far it got. It is a versioned on-disk format:
+//!
+//! ```json
+//! {
+//!   "magic": "upgraded-manifest",
+//!   "format": { "major": 1, "minor": 0 },
+//!   "checksum": "<BLAKE3 of the body's bytes exactly as stored, 64 hex digits>",
+//!   "body": { "generation": "...", "state": "committed", ... }
+//! }
+//! ```
+//!
+//! A reader refuses a file over [`MAX_MANIFEST_SIZE`] unread, then a wrong magic,
+//! another major version, a newer minor version than it knows and a checksum mismatch,
+//! in that order: the version is checked before the checksum because another format
+//! may checksum differently. The body is then parsed strictly (unknown fields are refused: within
+//! one major, a newer minor is refused anyway) and validated, so that no hostile name
+//! can reach a path.
+//!
+//! The checksum covers the body's bytes as they are in the file rather than a
+//! re-serialisation, so verifying does not depend on how a serde_json version orders
+//! or escapes things.
+//!
+//! All checksums of format 1 are BLAKE3: cryptographic, so a tampered image is caught and
+//! not only a torn write, and fast enough (several GB/s, streamed) that gigabytes of
+//! memory images are verified in seconds before a restore.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, IoContext, Result};
+
+mod names;
+mod wire;
+
+pub(crate) use names::shown;
+pub use names::{Checksum, FileName, GenerationId, ValidationError, WorkloadName};
+
+/// The first field of every manifest.
+pub const MAGIC: &str = "upgraded-manifest";
+
+/// The format this code writes, and the newest it reads.
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+
+/// The largest manifest read or written. A real one is a few kilobytes; the cap keeps
+/// a damaged or hostile file from exhausting memory.
+pub const MAX_MANIFEST_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The manifest's file name in a generation directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// PID_MAX_LIMIT on 64-bit Linux: no PID is larger.
+const PID_MAX: u32 = 4 * 1024 * 1024;
+
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write with a 4-digit year.
+const MAX_UNIX_TIME: u64 = 253_402_300_799;
+
+/// A format version: a reader refuses another major and a newer minor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+macro_rules! state_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            /// The name used in the manifest.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+state_enum!(
+    /// Where a generation is in its life.
+    GenerationState {
+        /// Being written; never on disk under a committed name.
+        Pending = "pending",
+        /// Complete and verified when written: may be restored.
+        Committed = "committed",
+        /// Its workloads were restored.
+        Restored = "restored",
+        /// The restore failed.
+        Failed = "failed",
+        /// The upgrade was undone and the workloads went back to the old kernel.
+        RolledBack = "rolled-back",
+    }
+);
+
+state_enum!(
+    /// Where one workload of a generation is.
+    WorkloadState {
+        Pending = "pending",
+        Committed = "committed",
+        Restored = "restored",
+        Failed = "failed",
+    }
+);
+
+state_enum!(
+    /// What a workload is, which decides how it is found, frozen and restored.
+    WorkloadKind {
+        Process = "process",
+        Service = "service",
+        Scope = "scope",
+        Session = "session",
+        Tmux = "tmux",
+        Screen = "screen",
+        Podman = "podman",
+        Nspawn = "nspawn",
+    }
+);
+
+/// A generation manifest (the body of the on-disk format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub generation: GenerationId,
+    pub state: GenerationState,
+    /// Creation time in seconds since the epoch; written also as RFC 3339 (UTC).
+    pub created_unix: u64,
+    /// The system the dump was made on.
+    pub source: SourceSystem,
+    /// The kernel features (CRIU's `criu check --feature` names) the dump relies on,
+    /// which the target kernel must have for a restore.
+    pub kernel_features: Vec<String>,
+    pub workloads: Vec<Workload>,
+}
+
+/// The system a generation was dumped on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceSystem {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// `/proc/version`, without the trailing newline.
+    pub proc_version: String,
+    /// Checksum of the kernel's config, when one was readable.
+    pub kernel_config_checksum: Option<Checksum>,
+    pub criu_version: String,
+    pub glibc_version: String,
+    /// Free-form CPU description (e.g. `vendor_id`, `model name`, `flags`).
+    pub cpu: BTreeMap<String, String>,
+}
+
+/// One workload of a generation and its images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub name: WorkloadName,
+    pub kind: WorkloadKind,
+    pub state: WorkloadState,
+    /// The PID CRIU dumped the tree from.
+    pub root_pid: u32,
+    /// Every PID of the tree, the root included.
+    pub pids: Vec<u32>,
+    /// The systemd unit, for services, scopes and containers.
+    pub unit: Option<String>,
+    /// The cgroup path (below the cgroup2 mount), starting with '/'.
+    pub cgroup: Option<String>,
+    pub command_line: Vec<String>,
+    /// The dump options used (CRIU options and the like), by name.
+    pub options: BTreeMap<String, String>,
+    /// The image files in the workload's directory.
+    pub images: Vec<ImageFile>,
+}
+
+/// One image file of a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    pub name: FileName,
+    pub size: u64,
+    pub checksum: Checksum,
+}
+
+/// The envelope as written.
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    magic: &'a str,
+    format: FormatVersion,
+    checksum: &'a str,
+    body: &'a RawValue,
+}
+
+/// The envelope as read, once magic and version are known to be ours.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeIn<'a> {
+    #[allow(dead_code)] // checked by the probe
+    magic: String,
+    #[allow(dead_code)] // checked by the probe
+    format: FormatVersion,
+    checksum: String,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// The first look at a file: only magic and version, whatever else it holds.
+#[derive(Deserialize)]
+struct Probe {
+    magic: Option<serde_json::Value>,
+    format: Option<serde_json::Value>,
+}
+
+impl Manifest {
+    /// A new pending manifest without workloads.
+    pub fn new(generation: GenerationId, created_unix: u64, source: SourceSystem) -> Manifest {
+        Manifest {
+            generation,
+            state: GenerationState::Pending,
+            created_unix,
+            source,
+            kernel_features: Vec::new(),
+            workloads: Vec::new(),
+        }
+    }
+
+    /// The creation time as RFC 3339 in UTC, as written in the manifest.
+    pub fn created_rfc3339(&self) -> String {
+        rfc3339_utc(self.created_unix)
+    }
+
+    /// The workload called `name`.
+    pub fn workload(&self, name: &WorkloadName) -> Option<&Workload> {
+        self.workloads.iter().find(|w| &w.name == name)
+    }
+
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let meta = fs::metadata(path).at("reading metadata of", path)?;
+        if !meta.is_file() {
+            return Err(Error::NotARegularFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let too_large = |size: u64| Error::ManifestTooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit: MAX_MANIFEST_SIZE,
+        };
+        if meta.len() > MAX_MANIFEST_SIZE {
+            return Err(too_large(meta.len()));
+        }
+        let file = fs::File::open(path).at("opening", path)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // The file may have grown since the stat: read one byte past the cap to know.
+        file.take(MAX_MANIFEST_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .at("reading", path)?;
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Manifest::from_bytes(&bytes, path)
+    }
+
+    /// Parses and validates a manifest; `path` is where it came from, for messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        let path_buf = || path.to_path_buf();
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(Error::ManifestTooLarge {
+                path: path_buf(),
+                size: bytes.len() as u64,
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
+        let syntax = |part, source| Error::ManifestSyntax {
+            path: path_buf(),
+            part,
+            source,
+        };
+
+        // serde also reads a struct from an array; only the object form is the format.
+        let not_an_object = || serde::de::Error::custom("expected a JSON object");
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(syntax("header", not_an_object()));
+        }
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| syntax("header", e))?;
+        match &probe.magic {
+            Some(serde_json::Value::String(m)) if m == MAGIC => {}
+            other => {
+                return Err(Error::ManifestBadMagic {
+                    path: path_buf(),
+                    found: match other {
+                        None => "none".into(),
+                        Some(serde_json::Value::String(m)) => shown(m),
+                        Some(v) => shown(&v.to_string()),
+                    },
+                    expected: MAGIC,
+                })
+            }
+        }
+        let format: FormatVersion = match probe.format {
+            Some(v) => serde_json::from_value(v).map_err(|e| syntax("header", e))?,
+            None => return Err(syntax("header", serde::de::Error::missing_field("format"))),
+        };
+        if format.major != FORMAT_VERSION.major {
+            return Err(Error::ManifestUnsupportedMajor {
+                path: path_buf(),
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if format.minor > FORMAT_VERSION.minor {
+            return Err(Error::ManifestNewerMinor {
+                path: path_buf(),
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+
+        let envelope: EnvelopeIn<'_> =
+            serde_json::from_slice(bytes).map_err(|e| syntax("header", e))?;
+        let body = envelope.body.get();
+        let actual = Checksum::of_bytes(body.as_bytes());
+        if envelope.checksum != actual.as_str() {
+            return Err(Error::ManifestChecksum {
+                path: path_buf(),
+                expected: shown(&envelope.checksum),
+                actual: actual.to_string(),
+            });
+        }
+
+        if !body.starts_with('{') {
+            return Err(syntax("body", not_an_object()));
+        }
+        let body: wire::Body = serde_json::from_str(body).map_err(|e| syntax("body", e))?;
+        body.into_manifest()
+            .map_err(|problem| Error::ManifestInvalid {
+                path: path_buf(),
+                problem,
+            })
+    }
+
+    /// Validates and encodes the manifest in the current format.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ValidationError> {
+        self.validate()?;
+        // Serialising strings, integers and string maps cannot fail.
+        let body = serde_json::to_string_pretty(&wire::Body::from_manifest(self))
+            .expect("serialising a manifest body cannot fail");
+        // Indent the body to its place in the envelope, for people reading the file.
+        // serde_json escapes newlines inside strings, so every '\n' is between tokens.
+        let body = body.replace('\n', "\n  ");
+        let checksum = Checksum::of_bytes(body.as_bytes());
+        let body = RawValue::from_string(body).expect("serde_json wrote valid JSON");
+        let mut bytes = serde_json::to_vec_pretty(&EnvelopeOut {
+            magic: MAGIC,
+            format: FORMAT_VERSION,
+            checksum: checksum.as_str(),
+            body: &body,
+        })
+        .expect("serialising a manifest envelope cannot fail");
+        bytes.push(b'\n');
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(ValidationError {
+                field: "manifest".into(),
+                value: format!("of {} bytes", bytes.len()),
+                reason: format!("is larger than the {MAX_MANIFEST_SIZE}-byte limit"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the manifest to `path` atomically: a temporary file (mode 0600) in the
+    /// same directory, fsync, rename over `path`, fsync the directory. A crash leaves
+    /// either the old manifest or the new one, never a torn one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes().map_err(|problem| Error::ManifestInvalid {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let tmp = temp_path_for(path);
+        // A leftover of an interrupted save holds nothing of value.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).at("removing stale temporary file", &tmp)
+            }
+            _ => {}
+        }
+        let result = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::fsutil::FILE_MODE)
+                .open(&tmp)
+                .at("creating", &tmp)?;
+            file.write_all(&bytes).at("writing", &tmp)?;
+            file.sync_all().at("syncing", &tmp)?;
+            fs::rename(&tmp, path).at("renaming into place", path)?;
+            crate::fsutil::sync_dir(dir)
+        })();
+        if result.is_err() {
+            // Best effort: the error being returned matters more than this one.
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Checks every rule a manifest must satisfy beyond what its types guarantee:
+    /// free-form strings without control characters, names and paths that are safe to
+    /// use, consistent PIDs, no duplicate workloads or images.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.created_unix > MAX_UNIX_TIME {
+            return Err(ValidationError {
+                field: "created.unix".into(),
+                value: self.created_unix.to_string(),
+                reason: "is after the year 9999".into(),
+            });
+        }
+        let s = &self.source;
+        check_version_string("source.kernel_release", &s.kernel_release)?;
+        check_text("source.proc_version", &s.proc_version, 1024)?;
+        check_version_string("source.criu_version", &s.criu_version)?;
+        check_version_string("source.glibc_version", &s.glibc_version)?;
+        for (key, value) in &s.cpu {
+            check_token("source.cpu key", key)?;
+            check_text(&format!("source.cpu.{key}"), value, 16 * 1024)?;
+        }
+        let mut features = BTreeSet::new();
+        for (i, feature) in self.kernel_features.iter().enumerate() {
+            let field = format!("kernel_features[{i}]");
+            check_token(&field, feature)?;
+            if !features.insert(feature) {
+                return Err(ValidationError::new(field, feature, "is listed twice"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            let at = format!("workloads[{i}]");
+            if !names.insert(&w.name) {
+                return Err(ValidationError::new(
+                    format!("{at}.name"),
+                    w.name.as_str(),
+                    "names two workloads",
+                ));
+            }
+            w.validate(&at)?;
+        }
+        Ok(())
+    }
+}
+
+impl Workload {
+    /// A new pending workload without PIDs other than the root, and without images.
+    pub fn new(name: WorkloadName, kind: WorkloadKind, root_pid: u32) -> Workload {
+        Workload {
+            name,
+            kind,
+            state: WorkloadState::Pending,
+            root_pid,
+            pids: vec![root_pid],
+            unit: None,
+            cgroup: None,
+            command_line: Vec::new(),
+            options: BTreeMap::new(),
+            images: Vec::new(),
+        }
+    }
+
+    fn validate(&self, at: &str) -> Result<(), ValidationError> {
+        check_pid(&format!("{at}.root_pid"), self.root_pid)?;
+        let mut pids = BTreeSet::new();
+        for (i, &pid) in self.pids.iter().enumerate() {
+            let field = format!("{at}.pids[{i}]");
+            check_pid(&field, pid)?;
+            if !pids.insert(pid) {
+                return Err(ValidationError {
+                    field,
+                    value: pid.to_string(),
+                    reason: "is listed twice".into(),
+                });
+            }
+        }
+        if !pids.contains(&self.root_pid) {
+            return Err(ValidationError {
+                field: format!("{at}.root_pid"),
+                value: self.root_pid.to_string(),
+                reason: "is not among the workload's pids".into(),
+            });
+        }
+        if let Some(unit) = &self.unit {
+            check_unit_name(&format!("{at}.unit"), unit)?;
+        }
+        if let Some(cgroup) = &self.cgroup {
+            check_cgroup(&format!("{at}.cgroup"), cgroup)?;
+        }
+        for (i, arg) in self.command_line.iter().enumerate() {
+            let field = format!("{at}.command_line[{i}]");
+            // An argument may hold anything but NUL, up to MAX_ARG_STRLEN.
+            if arg.contains('\0') || arg.len() > 128 * 1024 {
+                return Err(ValidationError::new(
+                    field,
+                    arg,
+                    "contains a NUL byte or is longer than 128 KiB",
+                ));
+            }
+        }
+        for (key, value) in &self.options {
+            check_token(&format!("{at}.options key"), key)?;
+            check_text(&format!("{at}.options.{key}"), value, 4096)?;
+        }
+        let mut files = BTreeSet::new();
+        for (i, image) in self.images.iter().enumerate() {
+            if !files.insert(&image.name) {
+                return Err(ValidationError::new(
+                    format!("{at}.images[{i}].name"),
+                    image.name.as_str(),
+                    "names two images",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `save` writes before renaming: hidden, in the same directory (rename is only
+/// atomic within a file system).
+pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+fn check_pid(field: &str, pid: u32) -> Result<(), ValidationError> {
+    if pid == 0 || pid > PID_MAX {
+        return Err(ValidationError {
+            field: field.into(),
+            value: pid.to_string(),
+            reason: format!("is not a PID (1 to {PID_MAX})"),
+        });
+    }
+    Ok(())
+}
+
+/// Free-form text for people: no control characters (no NUL, no newline, no terminal
+/// escapes), bounded.
+fn check_text(field: &str, s: &str, max_len: usize) -> Result<(), ValidationError> {
+    if s.len() > max_len {
+        return Err(ValidationError::new(
+            field,
+            s,
+            format!("is longer than {max_len} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            s,
+            "contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+/// A key or feature name: 1 to 64 of `[A-Za-z0-9._-]`.
+fn check_token(field: &str, s: &str) -> Result<(), ValidationError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            s,
+            "must be 1 to 64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// A kernel release or a program version. Kernel releases end up in paths
+/// (`/boot/vmlinuz-<release>`, `/lib/modules/<release>`), so they are held to the
+/// characters real ones use.
+fn check_version_string(field: &str, s: &str) -> Result<(), ValidationError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '~'));
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            s,
+            "must be 1 to 64 letters, digits, '.', '_', '-', '+' or '~', not starting with '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// A systemd unit name (unit names are at most 255 bytes, of these characters).
+fn check_unit_name(field: &str, s: &str) -> Result<(), ValidationError> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '\\' | '@' | '-'));
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            s,
+            "is not a systemd unit name (1 to 255 of letters, digits and : _ . \\ @ -)",
+        ));
+    }
+    Ok(())
+}
+
+/// A cgroup path: it is joined to the cgroup mount to move restored processes, so it is
+/// absolute, normal (no "." or ".." components, no empty ones) and printable.
+fn check_cgroup(field: &str, s: &str) -> Result<(), ValidationError> {
+    let refuse = |reason| Err(ValidationError::new(field, s, reason));
+    if s.len() > 4096 {
+        return refuse("is longer than 4096 bytes");
+    }
+    let Some(rest) = s.strip_prefix('/') else {
+        return refuse("must start with '/'");
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for component in rest.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return refuse("must not have empty, '.' or '..' components");
+        }
+        if component.chars().any(char::is_control) {
+            return refuse("contains a control character");
+        }
+    }
+    Ok(())
+}
+
+/// `unix` as RFC 3339 in UTC, e.g. `2025-11-24T10:00:00Z`. Written by hand: the
+/// conversion is a few lines (Howard Hinnant's `civil_from_days`) and a date crate would
+/// be the only use of one in this crate.
+pub(crate) fn rfc3339_utc(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Days since 0000-03-01, so that the leap day is the last day of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_763_978_400), "2025-11-24T10:00:00Z");
+        assert_eq!(rfc3339_utc(MAX_UNIX_TIME), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn temp_path() {
+        assert_eq!(
+            temp_path_for(Path::new("/a/manifest.json")),
+            Path::new("/a/.manifest.json.tmp")
+        );
+    }
+
+    #[test]
+    fn cgroups() {
+        for ok in [
+            "/",
+            "/system.slice/foo.service",
+            "/user.slice/user-1000.slice",
+        ] {
+            check_cgroup("c", ok).unwrap();
+        }
+        for bad in ["", "rel", "/a/../b", "/a//b", "/a/", "/./a", "/a\nb"] {
+            assert!(check_cgroup("c", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn format_version_display() {
+        assert_eq!(FORMAT_VERSION.to_string(), "1.0");
+    }
+}
