@@ -41,10 +41,12 @@ install: build
 		for f in $$d*; do install -m 0755 $$f $(DESTDIR)$(DRACUTDIR)/$$m/ || exit 1; done; done
 
 unit-test:
-	$(CARGO) test --workspace --locked
+	@t=$$(date +%s); $(CARGO) test --workspace --locked && \
+		echo "==== unit tests: $$(( $$(date +%s) - t )) s"
 
 vm-test:
-	tests/vm/run-suite
+	@t=$$(date +%s); tests/vm/run-suite && \
+		echo "==== VM suite: $$(( $$(date +%s) - t )) s"
 
 # The one test command: README and .ci/run both call it.
 check: unit-test vm-test
