@@ -4,8 +4,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::manifest::{FormatVersion, ValidationError};
+use crate::manifest::{FormatVersion, ValidationError, WorkloadKind, WorkloadName};
 
 /// Errors of the `dumper` crate.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,106 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+
+    /// Another program could not be started.
+    #[error("could not run `{command}`; is it installed?")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another program ran and failed.
+    #[error("`{command}` failed ({status}){}", if stderr_tail.is_empty() { String::new() } else { format!(":\n{stderr_tail}") })]
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
+
+    // --- CRIU -----------------------------------------------------------------------
+    #[error("criu is not installed (looked in /usr/sbin, /usr/bin, /sbin, /usr/local/sbin); install it: apt install criu")]
+    CriuMissing,
+
+    #[error("{} is CRIU {found}; upgraded needs {needed} or newer: upgrade the criu package", path.display())]
+    CriuTooOld {
+        path: PathBuf,
+        found: String,
+        needed: String,
+    },
+
+    #[error("talking to criu swrk failed: {what}")]
+    CriuProtocol { what: String },
+
+    #[error(
+        "criu {what} failed{}{}{}",
+        if message.is_empty() { String::new() } else { format!(": {message}") },
+        if *errno != 0 { format!(" (errno {errno}: {})", io::Error::from_raw_os_error(*errno)) } else { String::new() },
+        match log { Some(p) => format!("; the end of {}:\n{log_tail}", p.display()), None => String::new() }
+    )]
+    CriuFailed {
+        what: &'static str,
+        errno: i32,
+        message: String,
+        log: Option<PathBuf>,
+        log_tail: String,
+    },
+
+    // --- checkpoint and restore -------------------------------------------------------
+    #[error("no workload to checkpoint: name at least one")]
+    NothingToCheckpoint,
+
+    #[error(
+        "workloads {} share their cgroups with other processes, so upgraded cannot freeze \
+         them together; checkpoint them one at a time, or run each in its own unit \
+         (systemd-run --scope ...)",
+        workloads.join(", ")
+    )]
+    TooManySharedCgroups { workloads: Vec<String> },
+
+    #[error("checkpoint of workload {workload} failed; every workload was left running and no generation was written")]
+    DumpFailed {
+        workload: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error(
+        "committing failed and workload {workload} could not be restored from {}: \
+         it is NOT running; its images are kept there: restore them with \
+         `criu restore -D <dir>/{workload}` after fixing: {restore}",
+        pending.display()
+    )]
+    CommitAndRecoveryFailed {
+        workload: String,
+        pending: PathBuf,
+        #[source]
+        commit: Box<Error>,
+        restore: Box<Error>,
+    },
+
+    #[error(
+        "workload {workload} needs PID {pid}, which {holder:?} holds now; nothing was \
+         restored: stop that process (or restore earlier in boot) and try again"
+    )]
+    PidTaken {
+        workload: String,
+        pid: u32,
+        holder: String,
+    },
+
+    #[error("restoring workload {workload} failed")]
+    RestoreFailed {
+        workload: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("generation {generation} has no workload named {workload}; `upgradectl images show {generation}` lists them")]
+    WorkloadNotInGeneration {
+        workload: String,
+        generation: String,
     },
 
     /// A name or value given to the API was refused (the same rules as in a manifest).
@@ -233,6 +334,126 @@ pub enum Error {
         path.display()
     )]
     UnexpectedEntry { path: PathBuf, reason: String },
+
+    // --- workloads ------------------------------------------------------------------
+    /// A workload selector of the configuration or the command line was refused.
+    #[error("{kind} workload selector {selector}: {reason}")]
+    InvalidTarget {
+        kind: WorkloadKind,
+        /// The selector, escaped and quoted.
+        selector: String,
+        reason: String,
+    },
+
+    #[error("workload {workload}: {what} was not found; {hint}")]
+    WorkloadNotFound {
+        workload: WorkloadName,
+        what: String,
+        hint: String,
+    },
+
+    #[error("workload {workload}: {what} is {state}; {hint}")]
+    WorkloadNotRunning {
+        workload: WorkloadName,
+        what: String,
+        state: String,
+        hint: String,
+    },
+
+    #[error(
+        "workload {workload}: unit {unit} has {trees} separate process trees (PIDs {roots}); \
+         upgraded dumps one tree per workload: make the unit's processes descend from one \
+         process, or stop the others"
+    )]
+    WorkloadSpansTrees {
+        workload: WorkloadName,
+        unit: String,
+        trees: usize,
+        /// The roots, as "PID (name), ...".
+        roots: String,
+    },
+
+    #[error(
+        "workload {workload}: the process tree of unit {unit} reaches outside its cgroup \
+         {cgroup} (PIDs {outside}); CRIU would dump and stop those with the unit: end them \
+         first, or leave the unit out"
+    )]
+    WorkloadOutsideCgroup {
+        workload: WorkloadName,
+        unit: String,
+        cgroup: String,
+        /// The processes outside, as "PID (name), ...".
+        outside: String,
+    },
+
+    #[error("workload {workload}: {reason}; {hint}")]
+    WorkloadUnsupported {
+        workload: WorkloadName,
+        reason: String,
+        hint: String,
+    },
+
+    #[error(
+        "workload {workload}: {what} has attached clients ({clients}), whose terminal \
+         connections CRIU cannot dump; detach them first: {hint}"
+    )]
+    WorkloadAttached {
+        workload: WorkloadName,
+        what: String,
+        clients: String,
+        hint: String,
+    },
+
+    /// Looking a workload up failed (a program could not run, or said something
+    /// unexpected); the cause is the source.
+    #[error("workload {workload}: looking up {what}")]
+    WorkloadLookup {
+        workload: WorkloadName,
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error(
+        "`{command}` printed {output}, which upgraded does not understand ({problem}); \
+         this version of the program may not be supported"
+    )]
+    UnexpectedOutput {
+        command: String,
+        /// The output, escaped and quoted.
+        output: String,
+        problem: String,
+    },
+
+    // --- cgroups and freezer --------------------------------------------------------
+    #[error(
+        "no cgroup2 file system is mounted (none in /proc/self/mountinfo); upgraded needs \
+         the unified cgroup hierarchy: boot with systemd.unified_cgroup_hierarchy=1, or \
+         mount -t cgroup2 none /sys/fs/cgroup"
+    )]
+    Cgroup2NotMounted,
+
+    #[error("cgroup {cgroup:?} {reason}")]
+    CgroupPath { cgroup: String, reason: String },
+
+    #[error(
+        "cgroup {cgroup} did not freeze within {waited:?}{}; {}",
+        if stuck.is_empty() { String::new() } else {
+            format!(" (processes in uninterruptible sleep, which the freezer waits for: {})", stuck.join(", "))
+        },
+        if *thawed {
+            "it was thawed again and keeps running: retry when it is idle, or raise the freeze timeout"
+        } else {
+            "thawing it failed too: its processes stay stopped until 0 is written to its cgroup.freeze"
+        }
+    )]
+    FreezeTimeout {
+        cgroup: String,
+        waited: Duration,
+        thawed: bool,
+        /// The processes in state D, as "PID (name)".
+        stuck: Vec<String>,
+    },
 }
 
 /// `Result` with the crate's [`Error`].

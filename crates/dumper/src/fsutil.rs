@@ -47,3 +47,15 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
         fs::remove_file(path).at("removing", path)
     }
 }
+
+/// `mkdir -p` where every directory created is 0700 (log and work directories hold
+/// details of process memory too).
+pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_private_dir_all(parent)?;
+    }
+    create_private_dir(path).map(|_| ())
+}

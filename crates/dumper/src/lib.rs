@@ -4,10 +4,20 @@
 //! - [`manifest`]: the generation manifest, a versioned and checksummed file format.
 //! - [`area`]: the persistent area on disk, where generations are written atomically,
 //!   listed, verified and removed.
+//! - [`proc`]: a snapshot of the process table and the tree logic over it.
+//! - [`workload`]: from a configured workload (a PID, a unit, a tmux server...) to the
+//!   one process tree CRIU dumps.
+//! - [`freezer`]: the cgroup2 mount and its freezer.
 
 pub mod area;
+pub mod checkpoint;
+pub mod cmd;
+pub mod criu;
 mod error;
+pub mod freezer;
 mod fsutil;
 pub mod manifest;
+pub mod proc;
+pub mod workload;
 
 pub use error::{Error, Result};

@@ -98,6 +98,17 @@ macro_rules! state_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = ();
+            /// Parses the name used in the manifest.
+            fn from_str(s: &str) -> std::result::Result<Self, ()> {
+                match s {
+                    $($text => Ok($name::$variant),)*
+                    _ => Err(()),
+                }
+            }
+        }
     };
 }
 
@@ -662,6 +673,11 @@ fn check_cgroup(field: &str, s: &str) -> Result<(), ValidationError> {
 /// `unix` as RFC 3339 in UTC, e.g. `2025-11-24T10:00:00Z`. Written by hand: the
 /// conversion is a few lines (Howard Hinnant's `civil_from_days`) and a date crate would
 /// be the only use of one in this crate.
+/// `rfc3339_utc` without '-' and ':' (`20251124T100000Z`), for names.
+pub(crate) fn rfc3339_compact(unix: u64) -> String {
+    rfc3339_utc(unix).replace(['-', ':'], "")
+}
+
 pub(crate) fn rfc3339_utc(unix: u64) -> String {
     let days = unix / 86_400;
     let secs = unix % 86_400;

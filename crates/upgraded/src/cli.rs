@@ -1,7 +1,9 @@
 //! The `upgradectl` command line, kept in the library so that man pages and shell
 //! completions can be generated from the same definitions.
 
-use crate::config::{self, ConfigPaths};
+use crate::config::{self, ConfigPaths, Settings};
+use crate::local;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -60,6 +62,9 @@ pub enum Command {
         /// Pre-dump iterations before the final dump.
         #[arg(long, default_value_t = 0)]
         pre_dump: u32,
+        /// Dump established TCP connections (they carry on after restore).
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Restore workloads from a generation (the newest committed one by default).
     Restore {
@@ -81,9 +86,13 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
+    /// List the committed generations in the area.
     List,
+    /// Show a generation's manifest: where it was made and its workloads.
     Show { generation: String },
+    /// Re-hash every image file of a generation against its manifest.
     Verify { generation: String },
+    /// Remove a generation and its images.
     Rm { generation: String },
 }
 
@@ -115,6 +124,20 @@ impl Command {
     }
 }
 
+fn config_paths(cli: &Cli) -> ConfigPaths {
+    match &cli.config_root {
+        Some(root) => ConfigPaths::under_root(root),
+        None => ConfigPaths::system(),
+    }
+}
+
+/// The merged configuration; commands that act need it valid.
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(config::load(&config_paths(cli))
+        .context("loading the configuration (`upgradectl config check` shows the details)")?
+        .settings)
+}
+
 /// Runs one `upgradectl` command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -127,6 +150,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 ConfigCommand::Check => config::command::check(&paths, cli.json, &mut stdout),
                 ConfigCommand::Show => config::command::show(&paths, cli.json, &mut stdout),
+            }
+        }
+        Command::Checkpoint {
+            names,
+            leave_running,
+            pre_dump,
+            tcp_established,
+        } => {
+            if *pre_dump > 0 {
+                anyhow::bail!("--pre-dump is not implemented yet in this build of upgraded");
+            }
+            local::checkpoint(
+                &settings(&cli)?,
+                local::CheckpointArgs {
+                    names,
+                    leave_running: *leave_running,
+                    tcp_established: *tcp_established,
+                },
+                cli.json,
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::Restore { generation, names } => local::restore(
+            &settings(&cli)?,
+            generation.as_deref(),
+            names,
+            cli.json,
+            &mut std::io::stdout().lock(),
+        ),
+        Command::Suspend { name } => local::suspend(
+            &settings(&cli)?,
+            name,
+            cli.json,
+            &mut std::io::stdout().lock(),
+        ),
+        Command::Resume { name } => local::resume(
+            &settings(&cli)?,
+            name,
+            cli.json,
+            &mut std::io::stdout().lock(),
+        ),
+        Command::Images(ic) => {
+            let s = settings(&cli)?;
+            let out = &mut std::io::stdout().lock();
+            match ic {
+                ImagesCommand::List => local::images_list(&s, cli.json, out),
+                ImagesCommand::Show { generation } => {
+                    local::images_show(&s, generation, cli.json, out)
+                }
+                ImagesCommand::Verify { generation } => {
+                    local::images_verify(&s, generation, cli.json, out)
+                }
+                ImagesCommand::Rm { generation } => local::images_rm(&s, generation, cli.json, out),
             }
         }
         // Nothing may pretend: until a command is built it says so and fails.

@@ -33,3 +33,36 @@ wait_for() {
     done
     fail "$1 did not appear within ${2:-30} s"
 }
+
+# Puts the upgraded area on the area disk, mounted at /var/lib/upgraded (formatted on
+# the first boot), and writes a configuration that uses it.
+area_on_disk() {
+    local disk=/dev/disk/by-id/virtio-upgraded-area
+    wait_for "$disk"
+    [[ ${VM_BOOT:-0} == 0 ]] && mkfs.ext4 -q -F -L upgraded-area "$disk"
+    mkdir -p /var/lib/upgraded
+    mountpoint -q /var/lib/upgraded || mount "$disk" /var/lib/upgraded
+    chmod 0700 /var/lib/upgraded
+    mkdir -p /etc/upgraded
+    printf '[area]\nkind = "directory"\npath = "/var/lib/upgraded"\n' > /etc/upgraded/upgraded.toml
+}
+
+# Starts a counter session (its own session leader, no terminal) that writes its
+# value to $1 every 0.2 s, atomically; prints its PID.
+start_counter() {
+    local file=$1
+    setsid bash -c 'i=0; while :; do echo "$i" > "$0.new"; mv -f "$0.new" "$0"; i=$((i + 1)); sleep 0.2; done' \
+        "$file" </dev/null >/dev/null 2>&1 &
+    echo $!
+}
+
+# Reads a counter file written by start_counter; fails unless it holds a number.
+counter_value() {
+    local v
+    v=$(cat "$1")
+    [[ $v =~ ^[0-9]+$ ]] || fail "counter file $1 holds '$v'"
+    echo "$v"
+}
+
+# The generation id printed by `upgradectl checkpoint --json` on stdin.
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }

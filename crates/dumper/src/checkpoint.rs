@@ -1,0 +1,521 @@
+//! Checkpoint and restore of whole generations: the order of freezing, dumping,
+//! committing and killing that keeps every workload either running or safely imaged.
+//!
+//! Rules that hold on every path:
+//! - until the generation is committed, no workload has been killed: cgroup-owning
+//!   workloads are frozen by us and dumped with leave-running, then killed after the
+//!   commit; at most one workload that shares its cgroup is dumped last, by a dump that
+//!   stops it (CRIU resumes it if that dump fails);
+//! - if the commit fails after that last dump stopped its workload, the workload is
+//!   restored from the pending images at once;
+//! - any error thaws everything we froze.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::area::Area;
+use crate::criu::{Criu, DumpOptions, RestoreOptions};
+use crate::freezer::{Cgroup2Mount, Freezer};
+use crate::manifest::{
+    Checksum, GenerationId, GenerationState, Manifest, SourceSystem, Workload, WorkloadKind,
+    WorkloadState,
+};
+use crate::workload::Resolved;
+use crate::{cmd, Error};
+
+/// How long the cgroup freezer may take to freeze a workload.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where CRIU's logs go, per generation and workload (not inside the area, whose
+/// generations hold exactly the images the manifest lists).
+pub const LOG_ROOT: &str = "/run/upgraded/criu";
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointOptions {
+    /// Keep the workloads running after the dump (a snapshot).
+    pub leave_running: bool,
+    /// Dump established TCP connections.
+    pub tcp_established: bool,
+}
+
+/// What a checkpoint did, for reports and benchmarks.
+#[derive(Debug, Clone)]
+pub struct CheckpointReport {
+    pub manifest: Manifest,
+    /// Seconds from the first freeze to the end of the last dump.
+    pub frozen_secs: f64,
+    pub commit_secs: f64,
+    pub workloads: Vec<WorkloadReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadReport {
+    pub name: String,
+    pub dump_secs: f64,
+    pub image_bytes: u64,
+}
+
+/// A name for a new generation: the UTC time and the kernel it was made on.
+pub fn new_generation_id(kernel_release: &str) -> Result<GenerationId, Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    // Nanoseconds keep two checkpoints in the same second apart.
+    let id = format!(
+        "{}.{:09}-{}",
+        crate::manifest::rfc3339_compact(now.as_secs()),
+        now.subsec_nanos(),
+        kernel_release
+    );
+    Ok(GenerationId::new(id)?)
+}
+
+/// Describes the running system for the manifest.
+pub fn source_system(criu: &Criu) -> Result<SourceSystem, Error> {
+    let uname = nix::sys::utsname::uname().map_err(|e| Error::Io {
+        action: "reading uname",
+        path: PathBuf::from("uname(2)"),
+        source: e.into(),
+    })?;
+    let release = uname.release().to_string_lossy().into_owned();
+    let proc_version = read_to_string("/proc/version")?.trim_end().to_owned();
+    let config = PathBuf::from(format!("/boot/config-{release}"));
+    let kernel_config_checksum = match Checksum::of_file(&config) {
+        Ok((c, _)) => Some(c),
+        Err(_) => None,
+    };
+    let glibc_version = cmd::run("getconf", ["GNU_LIBC_VERSION"])
+        .map(|s| s.trim().trim_start_matches("glibc ").to_owned())
+        .unwrap_or_default();
+    Ok(SourceSystem {
+        kernel_release: release,
+        proc_version,
+        kernel_config_checksum,
+        criu_version: criu.version()?.to_string(),
+        glibc_version,
+        cpu: cpu_info(&read_to_string("/proc/cpuinfo")?),
+    })
+}
+
+/// The first processor's identity from /proc/cpuinfo: what decides whether images
+/// made here can run elsewhere.
+fn cpu_info(text: &str) -> BTreeMap<String, String> {
+    let wanted = ["vendor_id", "cpu family", "model", "model name", "flags"];
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let k = k.trim();
+            if wanted.contains(&k) {
+                out.insert(k.replace(' ', "_"), v.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn read_to_string(path: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "reading",
+        path: path.into(),
+        source,
+    })
+}
+
+/// The CRIU options a workload needs, from what discovery found.
+fn dump_options(w: &Resolved, o: &CheckpointOptions, leave_running: bool) -> DumpOptions {
+    DumpOptions {
+        pid: w.root_pid,
+        leave_running,
+        tcp_established: o.tcp_established,
+        // A tree that is not its own session leader belongs to a shell's session:
+        // CRIU must treat the session and process group as external.
+        shell_job: !w.session_leader,
+        // Services talk to journald and D-Bus over unix sockets whose peers stay
+        // behind; they are reconnected by their owners after restore.
+        ext_unix_sk: matches!(w.kind, WorkloadKind::Service | WorkloadKind::Scope),
+        file_locks: true,
+        freeze_cgroup: None,
+        parent: None,
+        track_mem: false,
+    }
+}
+
+fn log_dir(gen: &GenerationId, name: &str) -> Result<PathBuf, Error> {
+    let dir = Path::new(LOG_ROOT).join(gen.as_str()).join(name);
+    crate::fsutil::create_private_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Checkpoints `workloads` into a new generation of `area`.
+pub fn checkpoint(
+    area: &Area,
+    criu: &Criu,
+    workloads: &[Resolved],
+    opts: &CheckpointOptions,
+) -> Result<CheckpointReport, Error> {
+    if workloads.is_empty() {
+        return Err(Error::NothingToCheckpoint);
+    }
+    let sharing: Vec<&Resolved> = workloads.iter().filter(|w| !w.owns_cgroup).collect();
+    if !opts.leave_running && sharing.len() > 1 {
+        return Err(Error::TooManySharedCgroups {
+            workloads: sharing.iter().map(|w| w.name.to_string()).collect(),
+        });
+    }
+    let source = source_system(criu)?;
+    let gen = new_generation_id(&source.kernel_release)?;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut manifest = Manifest::new(gen.clone(), created, source);
+
+    // Cgroup-owning workloads first (frozen, dumped leave-running), the one that shares
+    // its cgroup last.
+    let mut order: Vec<&Resolved> = workloads.iter().filter(|w| w.owns_cgroup).collect();
+    order.extend(sharing.iter().copied());
+
+    let pending = area.begin(&gen)?;
+    let t_freeze = Instant::now();
+    let cgroups: Vec<String> = order
+        .iter()
+        .filter_map(|w| w.owns_cgroup.then(|| w.cgroup.clone()).flatten())
+        .collect();
+    let freeze = || -> Result<_, Error> {
+        if cgroups.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let freezer = Freezer::new()?;
+        let frozen = freezer.freeze_all(&cgroups, FREEZE_TIMEOUT)?;
+        Ok((frozen, Some(Cgroup2Mount::discover()?)))
+    };
+    let (frozen, mount) = match freeze() {
+        Ok(f) => f,
+        Err(e) => {
+            abandon(pending);
+            return Err(e);
+        }
+    };
+
+    let mut reports = Vec::new();
+    let mut stopped_by_dump: Option<(&Resolved, PathBuf)> = None;
+    for w in &order {
+        // Only a workload we could not freeze is dumped by a dump that stops it.
+        let leave_running = opts.leave_running || w.owns_cgroup;
+        let mut dopts = dump_options(w, opts, leave_running);
+        let result = (|| {
+            let images = pending.workload_dir(&w.name)?;
+            let logs = log_dir(&gen, w.name.as_str())?;
+            if w.owns_cgroup {
+                // Frozen already: CRIU sees the freezer state and leaves it as it was.
+                if let (Some(cg), Some(mount)) = (&w.cgroup, &mount) {
+                    dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
+                }
+            }
+            let t = Instant::now();
+            info!(workload = %w.name, pid = w.root_pid, "dumping");
+            criu.dump(&dopts, &images, &logs)?;
+            Ok::<_, Error>((images, t.elapsed().as_secs_f64()))
+        })();
+        match result {
+            Ok((images, secs)) => {
+                reports.push(WorkloadReport {
+                    name: w.name.to_string(),
+                    dump_secs: secs,
+                    image_bytes: dir_bytes(&images),
+                });
+                if !leave_running {
+                    stopped_by_dump = Some((w, images));
+                }
+                let mut mw = Workload::new(w.name.clone(), w.kind, w.root_pid);
+                mw.pids = w.pids.clone();
+                mw.unit = w.unit.clone();
+                mw.cgroup = w.cgroup.clone();
+                mw.command_line = w.command_line.clone();
+                mw.options = dopts.describe().into_iter().collect();
+                mw.options
+                    .insert("owns_cgroup".into(), w.owns_cgroup.to_string());
+                mw.state = WorkloadState::Pending;
+                manifest.workloads.push(mw);
+            }
+            Err(e) => {
+                // CRIU resumed the failed tree; thaw the others and drop the images.
+                drop(frozen);
+                abandon(pending);
+                return Err(Error::DumpFailed {
+                    workload: w.name.to_string(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    let frozen_secs = t_freeze.elapsed().as_secs_f64();
+
+    let t_commit = Instant::now();
+    let pending_path = pending.path().to_owned();
+    let manifest = match pending.commit(manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            drop(frozen);
+            if let Some((w, images)) = stopped_by_dump {
+                // Its only copy is in the pending images: bring it back now.
+                warn!(workload = %w.name, "commit failed; restoring the stopped workload from the pending images");
+                let ropts = RestoreOptions {
+                    shell_job: !w.session_leader,
+                    file_locks: true,
+                    tcp_established: opts.tcp_established,
+                    ext_unix_sk: false,
+                };
+                let logs = log_dir(&gen, w.name.as_str())?;
+                if let Err(re) = criu.restore(&ropts, &images, &logs) {
+                    return Err(Error::CommitAndRecoveryFailed {
+                        workload: w.name.to_string(),
+                        pending: pending_path,
+                        commit: Box::new(e),
+                        restore: Box::new(re),
+                    });
+                }
+            }
+            return Err(e);
+        }
+    };
+    let commit_secs = t_commit.elapsed().as_secs_f64();
+
+    if !opts.leave_running {
+        // Committed: the frozen workloads' only state that matters is in the images.
+        for w in order.iter().filter(|w| w.owns_cgroup) {
+            kill_tree(w);
+        }
+    }
+    drop(frozen);
+    Ok(CheckpointReport {
+        manifest,
+        frozen_secs,
+        commit_secs,
+        workloads: reports,
+    })
+}
+
+fn kill_tree(w: &Resolved) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for &pid in &w.pids {
+        // Gone already is fine: it was part of the dumped tree.
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn abandon(pending: crate::area::PendingGeneration) {
+    let path = pending.path().to_owned();
+    if let Err(e) = pending.abandon() {
+        warn!(path = %path.display(), error = %e, "could not remove the abandoned generation; `upgradectl images` cleans it up");
+    }
+}
+
+/// Fails if a PID the generation needs is in use, naming it and its holder.
+pub fn check_pids_free(manifest: &Manifest) -> Result<(), Error> {
+    for w in &manifest.workloads {
+        for &pid in &w.pids {
+            let comm = Path::new("/proc").join(pid.to_string()).join("comm");
+            if let Ok(holder) = std::fs::read_to_string(&comm) {
+                return Err(Error::PidTaken {
+                    workload: w.name.to_string(),
+                    pid,
+                    holder: holder.trim().to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub name: String,
+    pub pid: u32,
+    pub restore_secs: f64,
+    /// The scope systemd now shows the workload in, if it was placed in one.
+    pub scope: Option<String>,
+}
+
+/// Restores the named workloads (all when `names` is empty) of generation `gen`, after
+/// verifying every image and checking that no PID they need is taken.
+pub fn restore(
+    area: &Area,
+    criu: &Criu,
+    gen: &GenerationId,
+    names: &[String],
+) -> Result<Vec<RestoreReport>, Error> {
+    let manifest = area.verify(gen)?;
+    let selected: Vec<&Workload> = manifest
+        .workloads
+        .iter()
+        .filter(|w| names.is_empty() || names.iter().any(|n| n == w.name.as_str()))
+        .collect();
+    for n in names {
+        if !manifest.workloads.iter().any(|w| w.name.as_str() == n) {
+            return Err(Error::WorkloadNotInGeneration {
+                workload: n.clone(),
+                generation: gen.to_string(),
+            });
+        }
+    }
+    let only = Manifest {
+        workloads: selected.iter().map(|w| (*w).clone()).collect(),
+        ..manifest.clone()
+    };
+    check_pids_free(&only)?;
+
+    let mut reports = Vec::new();
+    for w in selected {
+        let images = area.generation_path(gen).join(w.name.as_str());
+        let logs = log_dir(gen, w.name.as_str())?;
+        let ropts = RestoreOptions::from_recorded(|k| w.options.get(k).map(String::as_str));
+        let t = Instant::now();
+        info!(workload = %w.name, "restoring");
+        let pid = criu
+            .restore(&ropts, &images, &logs)
+            .map_err(|e| Error::RestoreFailed {
+                workload: w.name.to_string(),
+                source: Box::new(e),
+            })?;
+        let restore_secs = t.elapsed().as_secs_f64();
+        let scope = place_in_scope(w, pid);
+        area.update(gen, |m| {
+            if let Some(mw) = m.workloads.iter_mut().find(|x| x.name == w.name) {
+                mw.state = WorkloadState::Restored;
+            }
+            if m.workloads
+                .iter()
+                .all(|x| x.state == WorkloadState::Restored)
+            {
+                m.state = GenerationState::Restored;
+            }
+        })?;
+        reports.push(RestoreReport {
+            name: w.name.to_string(),
+            pid,
+            restore_secs,
+            scope,
+        });
+    }
+    Ok(reports)
+}
+
+/// Puts a restored tree into a systemd scope so `systemctl status` shows it again:
+/// its old scope's name when that is free, else `upgraded-<name>.scope`. A failure
+/// here leaves the workload running where CRIU put it, with a warning.
+fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
+    if w.kind == WorkloadKind::Service {
+        // Services are taken back by their own unit (see the restore unit).
+        return None;
+    }
+    let pids = live_tree(root_pid, &w.pids);
+    let preferred = w
+        .unit
+        .clone()
+        .filter(|u| u.ends_with(".scope"))
+        .unwrap_or_else(|| format!("upgraded-{}.scope", sanitize_unit(w.name.as_str())));
+    let mut args: Vec<String> = vec![
+        "call".into(),
+        "org.freedesktop.systemd1".into(),
+        "/org/freedesktop/systemd1".into(),
+        "org.freedesktop.systemd1.Manager".into(),
+        "StartTransientUnit".into(),
+        "ssa(sv)a(sa(sv))".into(),
+        preferred.clone(),
+        "fail".into(),
+        "2".into(),
+        "PIDs".into(),
+        "au".into(),
+        pids.len().to_string(),
+    ];
+    args.extend(pids.iter().map(|p| p.to_string()));
+    args.extend([
+        "Description".into(),
+        "s".into(),
+        format!("{} (restored by upgraded)", w.name),
+        "0".into(),
+    ]);
+    match cmd::run("busctl", &args) {
+        Ok(_) => Some(preferred),
+        Err(e) => {
+            warn!(workload = %w.name, scope = %preferred, error = %e, "restored, but could not place it in a scope");
+            None
+        }
+    }
+}
+
+/// The PIDs of the recorded tree that are alive now (restored PIDs are the dumped ones).
+fn live_tree(root: u32, recorded: &[u32]) -> Vec<u32> {
+    let mut v: Vec<u32> = recorded
+        .iter()
+        .copied()
+        .filter(|p| Path::new("/proc").join(p.to_string()).exists())
+        .collect();
+    if !v.contains(&root) {
+        v.push(root);
+    }
+    v
+}
+
+/// A unit-name-safe form of a workload name (systemd allows [A-Za-z0-9:_.\\-]).
+fn sanitize_unit(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_info_takes_the_first_processor() {
+        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\nmodel name\t: Xeon\nflags\t\t: fpu sse\n\nprocessor\t: 1\nvendor_id\t: Other\n";
+        let m = cpu_info(text);
+        assert_eq!(m["vendor_id"], "GenuineIntel");
+        assert_eq!(m["cpu_family"], "6");
+        assert_eq!(m["model_name"], "Xeon");
+        assert_eq!(m["flags"], "fpu sse");
+    }
+
+    #[test]
+    fn generation_ids_are_valid_and_distinct() {
+        let a = new_generation_id("6.1.0-50-amd64").unwrap();
+        let b = new_generation_id("6.1.0-50-amd64").unwrap();
+        assert_ne!(a, b);
+        assert!(a.as_str().ends_with("-6.1.0-50-amd64"), "{a}");
+    }
+
+    #[test]
+    fn unit_names_are_sanitized() {
+        assert_eq!(sanitize_unit("tmux@main"), "tmux_main");
+        assert_eq!(sanitize_unit("a:b-c.d"), "a:b-c.d");
+    }
+}

@@ -1,0 +1,465 @@
+//! Checkpoint, restore, suspend, resume and image commands, run in-process by
+//! `upgradectl` (the daemon will run the same functions behind D-Bus).
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use dumper::area::Area;
+use dumper::checkpoint::{self, CheckpointOptions};
+use dumper::criu::Criu;
+use dumper::manifest::{GenerationId, GenerationState, Manifest, WorkloadName, WorkloadState};
+use dumper::workload::{self, Target};
+use serde_json::json;
+
+use crate::config::{AreaLocation, Selector, Settings};
+
+/// Opens the configured area. Only a directory area is built so far.
+pub fn open_area(settings: &Settings) -> Result<Area> {
+    match &settings.area.location {
+        AreaLocation::Directory { path } => {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("creating the area directory {}", path.display()))?;
+            Area::open(path).with_context(|| format!("opening the area {}", path.display()))
+        }
+        other => bail!(
+            "the area kind in the configuration ({}) is not supported by this build yet; \
+             use kind = \"directory\" on a file system that survives the kexec",
+            other.kind().as_str()
+        ),
+    }
+}
+
+/// Turns a configured selector into discovery's target.
+fn target_of(selector: &Selector) -> Target {
+    match selector {
+        Selector::Process { pid } => Target::Process { pid: *pid },
+        Selector::Service { unit } => Target::Service { unit: unit.clone() },
+        Selector::Scope { unit } => Target::Scope { unit: unit.clone() },
+        Selector::Session { session } => Target::Session {
+            id: session.clone(),
+        },
+        Selector::Tmux { socket } => Target::Tmux {
+            socket: socket.clone(),
+        },
+        Selector::Screen { screen } => Target::Screen {
+            session: screen.clone(),
+        },
+        Selector::Podman { container } => Target::Podman {
+            container: container.clone(),
+        },
+        Selector::Nspawn { machine } => Target::Nspawn {
+            machine: machine.clone(),
+        },
+    }
+}
+
+/// A workload named on the command line: a configured workload's name, or an ad-hoc
+/// `KIND:SELECTOR` such as `process:1234`, `tmux:default` or `service:foo.service`.
+pub fn parse_workload_arg(settings: &Settings, arg: &str) -> Result<(WorkloadName, Target)> {
+    if let Some(w) = settings.workload(arg) {
+        let name = WorkloadName::new(arg).with_context(|| format!("workload name {arg:?}"))?;
+        return Ok((name, target_of(&w.selector)));
+    }
+    let Some((kind, value)) = arg.split_once(':') else {
+        bail!(
+            "no workload named {arg:?} in the configuration; name a configured workload \
+             (`upgradectl config show`) or give KIND:SELECTOR, e.g. process:1234, \
+             tmux:default, service:foo.service"
+        );
+    };
+    let kind: dumper::manifest::WorkloadKind = kind.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "unknown workload kind {kind:?} in {arg:?}; kinds: process, service, scope, \
+             session, tmux, screen, podman, nspawn"
+        )
+    })?;
+    let target =
+        workload::parse_target(kind, value).with_context(|| format!("workload {arg:?}"))?;
+    let name = WorkloadName::new(arg).with_context(|| format!("workload name {arg:?}"))?;
+    Ok((name, target))
+}
+
+pub struct CheckpointArgs<'a> {
+    pub names: &'a [String],
+    pub leave_running: bool,
+    pub tcp_established: bool,
+}
+
+pub fn checkpoint(
+    settings: &Settings,
+    args: CheckpointArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let area = open_area(settings)?;
+    // An interrupted dump is never offered for restore.
+    area.cleanup_incomplete()
+        .context("cleaning up interrupted generations")?;
+    let criu = Criu::locate()?;
+    let mut resolved = Vec::new();
+    for arg in args.names {
+        let (name, target) = parse_workload_arg(settings, arg)?;
+        let tcp = settings
+            .workload(arg)
+            .map(|w| w.tcp_established)
+            .unwrap_or(false);
+        let r =
+            workload::resolve(&name, &target).with_context(|| format!("finding workload {arg}"))?;
+        resolved.push((r, tcp));
+    }
+    let tcp_established = args.tcp_established || resolved.iter().any(|(_, t)| *t);
+    let resolved: Vec<_> = resolved.into_iter().map(|(r, _)| r).collect();
+    let report = checkpoint::checkpoint(
+        &area,
+        &criu,
+        &resolved,
+        &CheckpointOptions {
+            leave_running: args.leave_running,
+            tcp_established,
+        },
+    )?;
+    let gen = report.manifest.generation.to_string();
+    if json {
+        let w: Vec<_> = report
+            .workloads
+            .iter()
+            .map(
+                |w| json!({"name": w.name, "dump_secs": w.dump_secs, "image_bytes": w.image_bytes}),
+            )
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"generation": gen, "frozen_secs": report.frozen_secs,
+                   "commit_secs": report.commit_secs, "workloads": w})
+        )?;
+    } else {
+        for w in &report.workloads {
+            writeln!(
+                out,
+                "checkpointed {}: {} in {:.2} s",
+                w.name,
+                human_bytes(w.image_bytes),
+                w.dump_secs
+            )?;
+        }
+        writeln!(
+            out,
+            "generation {gen} committed ({:.2} s frozen, commit {:.2} s){}",
+            report.frozen_secs,
+            report.commit_secs,
+            if args.leave_running {
+                "; workloads left running"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+/// The newest committed generation, or the one named.
+fn pick_generation(area: &Area, wanted: Option<&str>) -> Result<GenerationId> {
+    if let Some(g) = wanted {
+        return GenerationId::new(g).with_context(|| format!("generation {g:?}"));
+    }
+    let mut gens = area.list()?;
+    gens.sort();
+    gens.pop()
+        .context("the area holds no committed generation; `upgradectl checkpoint` makes one")
+}
+
+pub fn restore(
+    settings: &Settings,
+    generation: Option<&str>,
+    names: &[String],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let area = open_area(settings)?;
+    let gen = pick_generation(&area, generation)?;
+    let criu = Criu::locate()?;
+    let reports = checkpoint::restore(&area, &criu, &gen, names)
+        .with_context(|| format!("restoring generation {gen}"))?;
+    print_restored(&gen, &reports, json, out)
+}
+
+fn print_restored(
+    gen: &GenerationId,
+    reports: &[checkpoint::RestoreReport],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if json {
+        let w: Vec<_> = reports
+            .iter()
+            .map(|r| json!({"name": r.name, "pid": r.pid, "restore_secs": r.restore_secs, "scope": r.scope}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            json!({"generation": gen.to_string(), "workloads": w})
+        )?;
+    } else {
+        for r in reports {
+            writeln!(
+                out,
+                "restored {} from {gen}: PID {} in {:.2} s{}",
+                r.name,
+                r.pid,
+                r.restore_secs,
+                r.scope
+                    .as_ref()
+                    .map(|s| format!(", in {s}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Hibernate one workload: checkpoint it and stop it.
+pub fn suspend(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    checkpoint(
+        settings,
+        CheckpointArgs {
+            names: &[name.to_owned()],
+            leave_running: false,
+            tcp_established: false,
+        },
+        json,
+        out,
+    )
+}
+
+/// Bring back a suspended workload from the newest generation that holds it
+/// unrestored; this works after a power-off too, from a disk-backed area.
+pub fn resume(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let area = open_area(settings)?;
+    let mut gens = area.list()?;
+    gens.sort();
+    let found = gens.iter().rev().find_map(|g| {
+        let m = area.load(g).ok()?;
+        m.workloads
+            .iter()
+            .any(|w| w.name.as_str() == name && w.state == WorkloadState::Committed)
+            .then(|| g.clone())
+    });
+    let Some(gen) = found else {
+        bail!("no suspended images of workload {name:?} in the area; `upgradectl images list` shows what there is");
+    };
+    let criu = Criu::locate()?;
+    let reports = checkpoint::restore(&area, &criu, &gen, &[name.to_owned()])
+        .with_context(|| format!("resuming {name} from generation {gen}"))?;
+    print_restored(&gen, &reports, json, out)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn manifest_bytes(m: &Manifest) -> u64 {
+    m.workloads
+        .iter()
+        .flat_map(|w| w.images.iter())
+        .map(|i| i.size)
+        .sum()
+}
+
+fn state_str(s: GenerationState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{s:?}").to_lowercase())
+}
+
+pub fn images_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Result<()> {
+    let area = open_area(settings)?;
+    let mut gens = area.list()?;
+    gens.sort();
+    let mut rows = Vec::new();
+    for g in &gens {
+        match area.load(g) {
+            Ok(m) => rows.push(json!({
+                "generation": g.to_string(),
+                "state": state_str(m.state),
+                "created": m.created_rfc3339(),
+                "kernel": m.source.kernel_release,
+                "workloads": m.workloads.iter().map(|w| w.name.to_string()).collect::<Vec<_>>(),
+                "bytes": manifest_bytes(&m),
+            })),
+            Err(e) => rows.push(json!({"generation": g.to_string(), "error": format!("{e:#}")})),
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::Value::Array(rows))?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "no generations in {}", area.root().display())?;
+    }
+    for r in rows {
+        if let Some(err) = r.get("error") {
+            writeln!(
+                out,
+                "{}  UNREADABLE: {}",
+                r["generation"].as_str().unwrap_or(""),
+                err.as_str().unwrap_or("")
+            )?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{}  {:<10} {}  {}  {}",
+            r["generation"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["kernel"].as_str().unwrap_or(""),
+            human_bytes(r["bytes"].as_u64().unwrap_or(0)),
+            r["workloads"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let area = open_area(settings)?;
+    let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    let m = area.load(&id)?;
+    let workloads: Vec<_> = m
+        .workloads
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name.to_string(), "kind": w.kind.to_string(),
+                "state": serde_json::to_value(w.state).unwrap_or_default(),
+                "root_pid": w.root_pid, "pids": w.pids, "unit": w.unit, "cgroup": w.cgroup,
+                "command_line": w.command_line, "options": w.options,
+                "images": w.images.len(),
+                "bytes": w.images.iter().map(|i| i.size).sum::<u64>(),
+            })
+        })
+        .collect();
+    let v = json!({
+        "generation": id.to_string(), "state": state_str(m.state), "created": m.created_rfc3339(),
+        "kernel": m.source.kernel_release, "criu": m.source.criu_version,
+        "glibc": m.source.glibc_version, "workloads": workloads,
+    });
+    if json {
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "generation {id}: {} (created {})",
+            v["state"].as_str().unwrap_or(""),
+            v["created"].as_str().unwrap_or("")
+        )?;
+        writeln!(
+            out,
+            "  made on kernel {} with CRIU {}, glibc {}",
+            m.source.kernel_release, m.source.criu_version, m.source.glibc_version
+        )?;
+        for w in &m.workloads {
+            writeln!(
+                out,
+                "  {} ({}): {:?}, PID {} ({} processes), {} in {} files{}",
+                w.name,
+                w.kind,
+                w.state,
+                w.root_pid,
+                w.pids.len(),
+                human_bytes(w.images.iter().map(|i| i.size).sum()),
+                w.images.len(),
+                w.unit
+                    .as_ref()
+                    .map(|u| format!(", unit {u}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn images_verify(
+    settings: &Settings,
+    gen: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let area = open_area(settings)?;
+    let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    let m = area.verify(&id).with_context(|| {
+        format!("generation {id} failed verification; it is kept as it is for inspection")
+    })?;
+    let files: usize = m.workloads.iter().map(|w| w.images.len()).sum();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({"generation": id.to_string(), "ok": true, "files": files, "bytes": manifest_bytes(&m)})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "generation {id}: {files} files, {} verified OK",
+            human_bytes(manifest_bytes(&m))
+        )?;
+    }
+    Ok(())
+}
+
+pub fn images_rm(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let area = open_area(settings)?;
+    let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    area.remove(&id)?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({"generation": id.to_string(), "removed": true})
+        )?;
+    } else {
+        writeln!(out, "removed generation {id}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_scales() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(541 << 20), "541.0 MiB");
+    }
+
+    #[test]
+    fn ad_hoc_workloads_need_a_kind() {
+        let s = Settings::default();
+        let err = parse_workload_arg(&s, "no-such-workload")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KIND:SELECTOR"), "{err}");
+        let err = parse_workload_arg(&s, "blender:1").unwrap_err().to_string();
+        assert!(err.contains("unknown workload kind"), "{err}");
+    }
+}
