@@ -23,8 +23,8 @@ use crate::manifest::{
     Checksum, GenerationId, GenerationState, Manifest, SourceSystem, Workload, WorkloadKind,
     WorkloadState,
 };
-use crate::workload::Resolved;
-use crate::{cmd, Error};
+use crate::workload::{Resolved, Target};
+use crate::{cmd, podman, service, Error};
 
 /// How long the cgroup freezer may take to freeze a workload.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +174,10 @@ pub fn checkpoint(
     if workloads.is_empty() {
         return Err(Error::NothingToCheckpoint);
     }
-    let sharing: Vec<&Resolved> = workloads.iter().filter(|w| !w.owns_cgroup).collect();
+    // Workloads we cannot freeze ourselves are dumped last, by a dump that stops them:
+    // those sharing their cgroup, and podman containers (podman freezes them itself).
+    let frozen_by_us = |w: &Resolved| w.owns_cgroup && w.kind != WorkloadKind::Podman;
+    let sharing: Vec<&Resolved> = workloads.iter().filter(|w| !frozen_by_us(w)).collect();
     if !opts.leave_running && sharing.len() > 1 {
         return Err(Error::TooManySharedCgroups {
             workloads: sharing.iter().map(|w| w.name.to_string()).collect(),
@@ -190,14 +193,38 @@ pub fn checkpoint(
 
     // Cgroup-owning workloads first (frozen, dumped leave-running), the one that shares
     // its cgroup last.
-    let mut order: Vec<&Resolved> = workloads.iter().filter(|w| w.owns_cgroup).collect();
+    let mut order: Vec<&Resolved> = workloads.iter().filter(|w| frozen_by_us(w)).collect();
     order.extend(sharing.iter().copied());
 
-    let pending = area.begin(&gen)?;
+    // Services must not be restarted by systemd once their processes are gone.
+    let services: Vec<&str> = if opts.leave_running {
+        Vec::new()
+    } else {
+        order
+            .iter()
+            .filter(|w| w.kind == WorkloadKind::Service)
+            .filter_map(|w| w.unit.as_deref())
+            .collect()
+    };
+    for (i, unit) in services.iter().enumerate() {
+        if let Err(e) = service::hold(unit) {
+            services[..i].iter().for_each(|u| service::release(u));
+            return Err(e);
+        }
+    }
+    let release_all = || services.iter().for_each(|u| service::release(u));
+
+    let pending = match area.begin(&gen) {
+        Ok(p) => p,
+        Err(e) => {
+            release_all();
+            return Err(e);
+        }
+    };
     let t_freeze = Instant::now();
     let cgroups: Vec<String> = order
         .iter()
-        .filter_map(|w| w.owns_cgroup.then(|| w.cgroup.clone()).flatten())
+        .filter_map(|w| frozen_by_us(w).then(|| w.cgroup.clone()).flatten())
         .collect();
     let freeze = || -> Result<_, Error> {
         if cgroups.is_empty() {
@@ -211,6 +238,7 @@ pub fn checkpoint(
         Ok(f) => f,
         Err(e) => {
             abandon(pending);
+            release_all();
             return Err(e);
         }
     };
@@ -219,12 +247,12 @@ pub fn checkpoint(
     let mut stopped_by_dump: Option<(&Resolved, PathBuf)> = None;
     for w in &order {
         // Only a workload we could not freeze is dumped by a dump that stops it.
-        let leave_running = opts.leave_running || w.owns_cgroup;
+        let leave_running = opts.leave_running || frozen_by_us(w);
         let mut dopts = dump_options(w, opts, leave_running);
         let result = (|| {
             let images = pending.workload_dir(&w.name)?;
             let logs = log_dir(&gen, w.name.as_str())?;
-            if w.owns_cgroup {
+            if frozen_by_us(w) {
                 // Frozen already: CRIU sees the freezer state and leaves it as it was.
                 if let (Some(cg), Some(mount)) = (&w.cgroup, &mount) {
                     dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
@@ -232,7 +260,11 @@ pub fn checkpoint(
             }
             let t = Instant::now();
             info!(workload = %w.name, pid = w.root_pid, "dumping");
-            criu.dump(&dopts, &images, &logs)?;
+            if let Target::Podman { container } = &w.target {
+                podman::checkpoint(container, &images, leave_running, opts.tcp_established)?;
+            } else {
+                criu.dump(&dopts, &images, &logs)?;
+            }
             Ok::<_, Error>((images, t.elapsed().as_secs_f64()))
         })();
         match result {
@@ -253,6 +285,10 @@ pub fn checkpoint(
                 mw.options = dopts.describe().into_iter().collect();
                 mw.options
                     .insert("owns_cgroup".into(), w.owns_cgroup.to_string());
+                if let Target::Podman { container } = &w.target {
+                    mw.options
+                        .insert("podman_container".into(), container.clone());
+                }
                 mw.state = WorkloadState::Pending;
                 manifest.workloads.push(mw);
             }
@@ -260,6 +296,7 @@ pub fn checkpoint(
                 // CRIU resumed the failed tree; thaw the others and drop the images.
                 drop(frozen);
                 abandon(pending);
+                release_all();
                 return Err(Error::DumpFailed {
                     workload: w.name.to_string(),
                     source: Box::new(e),
@@ -275,6 +312,7 @@ pub fn checkpoint(
         Ok(m) => m,
         Err(e) => {
             drop(frozen);
+            release_all();
             if let Some((w, images)) = stopped_by_dump {
                 // Its only copy is in the pending images: bring it back now.
                 warn!(workload = %w.name, "commit failed; restoring the stopped workload from the pending images");
@@ -285,7 +323,13 @@ pub fn checkpoint(
                     ext_unix_sk: false,
                 };
                 let logs = log_dir(&gen, w.name.as_str())?;
-                if let Err(re) = criu.restore(&ropts, &images, &logs) {
+                let recovered = match &w.target {
+                    Target::Podman { container } => {
+                        podman::restore(container, &images, opts.tcp_established).map(|_| ())
+                    }
+                    _ => criu.restore(&ropts, &images, &logs).map(|_| ()),
+                };
+                if let Err(re) = recovered {
                     return Err(Error::CommitAndRecoveryFailed {
                         workload: w.name.to_string(),
                         pending: pending_path,
@@ -301,17 +345,40 @@ pub fn checkpoint(
 
     if !opts.leave_running {
         // Committed: the frozen workloads' only state that matters is in the images.
-        for w in order.iter().filter(|w| w.owns_cgroup) {
+        for w in order.iter().filter(|w| frozen_by_us(w)) {
             kill_tree(w);
         }
     }
     drop(frozen);
+    for unit in &services {
+        wait_cgroup_empty(order.iter().find(|w| w.unit.as_deref() == Some(*unit)));
+        service::settle_stopped(unit);
+        service::release(unit);
+    }
     Ok(CheckpointReport {
         manifest,
         frozen_secs,
         commit_secs,
         workloads: reports,
     })
+}
+
+/// Waits (briefly) until the killed processes of `w` are gone, so systemd has seen its
+/// service stop before the hold on restarts is lifted.
+fn wait_cgroup_empty(w: Option<&&Resolved>) {
+    let Some(w) = w else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if w.pids
+            .iter()
+            .all(|p| !Path::new("/proc").join(p.to_string()).exists())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // systemd notices the main process's death asynchronously.
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 fn kill_tree(w: &Resolved) {
@@ -332,7 +399,13 @@ fn abandon(pending: crate::area::PendingGeneration) {
 
 /// Fails if a PID the generation needs is in use, naming it and its holder.
 pub fn check_pids_free(manifest: &Manifest) -> Result<(), Error> {
-    for w in &manifest.workloads {
+    // Podman restores containers into PID namespaces of their own: the host-side
+    // PIDs it had before need not be free.
+    for w in manifest
+        .workloads
+        .iter()
+        .filter(|w| w.kind != WorkloadKind::Podman)
+    {
         for &pid in &w.pids {
             let comm = Path::new("/proc").join(pid.to_string()).join("comm");
             if let Ok(holder) = std::fs::read_to_string(&comm) {
@@ -357,13 +430,46 @@ pub struct RestoreReport {
     pub scope: Option<String>,
 }
 
+/// Builds the command a service runs as its start to restore workload `name` of a
+/// generation, writing the restored PID to the given file (see [`service`]).
+pub type ServiceRestoreCmd<'a> = &'a dyn Fn(&GenerationId, &str, &Path) -> Vec<String>;
+
+/// Restores one workload's tree with CRIU where the caller runs; returns its root PID.
+/// The caller has verified the images.
+pub fn restore_tree(
+    area: &Area,
+    criu: &Criu,
+    gen: &GenerationId,
+    w: &Workload,
+) -> Result<u32, Error> {
+    let images = area.generation_path(gen).join(w.name.as_str());
+    let logs = log_dir(gen, w.name.as_str())?;
+    let ropts = RestoreOptions::from_recorded(|k| w.options.get(k).map(String::as_str));
+    if let Some(container) = w.options.get("podman_container") {
+        return podman::restore(container, &images, ropts.tcp_established).map_err(|e| {
+            Error::RestoreFailed {
+                workload: w.name.to_string(),
+                source: Box::new(e),
+            }
+        });
+    }
+    criu.restore(&ropts, &images, &logs)
+        .map_err(|e| Error::RestoreFailed {
+            workload: w.name.to_string(),
+            source: Box::new(e),
+        })
+}
+
 /// Restores the named workloads (all when `names` is empty) of generation `gen`, after
-/// verifying every image and checking that no PID they need is taken.
+/// verifying every image and checking that no PID they need is taken. Services are
+/// restored through their unit with `service_restore_cmd`; without one they are
+/// restored like any other tree.
 pub fn restore(
     area: &Area,
     criu: &Criu,
     gen: &GenerationId,
     names: &[String],
+    service_restore_cmd: Option<ServiceRestoreCmd>,
 ) -> Result<Vec<RestoreReport>, Error> {
     let manifest = area.verify(gen)?;
     let selected: Vec<&Workload> = manifest
@@ -387,19 +493,27 @@ pub fn restore(
 
     let mut reports = Vec::new();
     for w in selected {
-        let images = area.generation_path(gen).join(w.name.as_str());
-        let logs = log_dir(gen, w.name.as_str())?;
-        let ropts = RestoreOptions::from_recorded(|k| w.options.get(k).map(String::as_str));
         let t = Instant::now();
         info!(workload = %w.name, "restoring");
-        let pid = criu
-            .restore(&ropts, &images, &logs)
-            .map_err(|e| Error::RestoreFailed {
-                workload: w.name.to_string(),
-                source: Box::new(e),
-            })?;
+        let (pid, scope) = match (&w.kind, &w.unit, &service_restore_cmd) {
+            (WorkloadKind::Service, Some(unit), Some(make_cmd)) => {
+                let pid_file = Path::new(service::PID_DIR).join(format!("{unit}.pid"));
+                crate::fsutil::create_private_dir_all(Path::new(service::PID_DIR))?;
+                let cmd = make_cmd(gen, w.name.as_str(), &pid_file);
+                let pid = service::start_restored(unit, &cmd, &pid_file).map_err(|e| {
+                    Error::RestoreFailed {
+                        workload: w.name.to_string(),
+                        source: Box::new(e),
+                    }
+                })?;
+                (pid, Some(unit.clone()))
+            }
+            _ => {
+                let pid = restore_tree(area, criu, gen, w)?;
+                (pid, place_in_scope(w, pid))
+            }
+        };
         let restore_secs = t.elapsed().as_secs_f64();
-        let scope = place_in_scope(w, pid);
         area.update(gen, |m| {
             if let Some(mw) = m.workloads.iter_mut().find(|x| x.name == w.name) {
                 mw.state = WorkloadState::Restored;
@@ -425,8 +539,9 @@ pub fn restore(
 /// its old scope's name when that is free, else `upgraded-<name>.scope`. A failure
 /// here leaves the workload running where CRIU put it, with a warning.
 fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
-    if w.kind == WorkloadKind::Service {
-        // Services are taken back by their own unit (see the restore unit).
+    if matches!(w.kind, WorkloadKind::Service | WorkloadKind::Podman) {
+        // Services are taken back by their own unit; podman puts containers in scopes
+        // of its own.
         return None;
     }
     let pids = live_tree(root_pid, &w.pids);

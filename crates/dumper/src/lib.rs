@@ -17,7 +17,9 @@ mod error;
 pub mod freezer;
 mod fsutil;
 pub mod manifest;
+pub mod podman;
 pub mod proc;
+pub mod service;
 pub mod workload;
 
 pub use error::{Error, Result};

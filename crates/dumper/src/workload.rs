@@ -211,6 +211,8 @@ fn is_unit_name(s: &str) -> bool {
 pub struct Resolved {
     pub name: WorkloadName,
     pub kind: WorkloadKind,
+    /// What the workload was found by (podman containers are dumped by name).
+    pub target: Target,
     /// The root of the tree.
     pub root_pid: u32,
     /// Every process of the tree, the root included, sorted.
@@ -606,6 +608,7 @@ impl Resolver<'_> {
         Ok(Resolved {
             name: self.workload(),
             kind: self.target.kind(),
+            target: self.target.clone(),
             root_pid: root,
             session_leader: root_entry.sid == root,
             pids,

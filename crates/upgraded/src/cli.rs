@@ -82,6 +82,24 @@ pub enum Command {
     /// Validate or show the merged configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Entry points for units and the initramfs; not for people.
+    #[command(subcommand, hide = true)]
+    Internals(InternalsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InternalsCommand {
+    /// Restore one service workload as the service's start command.
+    RestoreUnit {
+        #[arg(long)]
+        area: PathBuf,
+        #[arg(long)]
+        generation: String,
+        #[arg(long)]
+        workload: String,
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +138,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Images(_) => "images",
             Command::Config(_) => "config",
+            Command::Internals(_) => "internals",
         }
     }
 }
@@ -205,6 +224,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ImagesCommand::Rm { generation } => local::images_rm(&s, generation, cli.json, out),
             }
         }
+        Command::Internals(InternalsCommand::RestoreUnit {
+            area,
+            generation,
+            workload,
+            pid_file,
+        }) => local::internals_restore_unit(area, generation, workload, pid_file),
         // Nothing may pretend: until a command is built it says so and fails.
         other => anyhow::bail!(
             "'upgradectl {}' is not implemented yet in this build of upgraded",

@@ -179,9 +179,67 @@ pub fn restore(
     let area = open_area(settings)?;
     let gen = pick_generation(&area, generation)?;
     let criu = Criu::locate()?;
-    let reports = checkpoint::restore(&area, &criu, &gen, names)
-        .with_context(|| format!("restoring generation {gen}"))?;
+    let reports = checkpoint::restore(
+        &area,
+        &criu,
+        &gen,
+        names,
+        Some(&service_restore_cmd(&area)?),
+    )
+    .with_context(|| format!("restoring generation {gen}"))?;
     print_restored(&gen, &reports, json, out)
+}
+
+/// The start command a service runs to restore itself: this very program's hidden
+/// `internals restore-unit`.
+fn service_restore_cmd(
+    area: &Area,
+) -> Result<impl Fn(&GenerationId, &str, &std::path::Path) -> Vec<String>> {
+    let exe = std::env::current_exe().context("finding the path of upgradectl")?;
+    let area = area.root().to_owned();
+    Ok(
+        move |gen: &GenerationId, name: &str, pid_file: &std::path::Path| {
+            vec![
+                exe.to_string_lossy().into_owned(),
+                "internals".into(),
+                "restore-unit".into(),
+                "--area".into(),
+                area.to_string_lossy().into_owned(),
+                "--generation".into(),
+                gen.to_string(),
+                "--workload".into(),
+                name.to_owned(),
+                "--pid-file".into(),
+                pid_file.to_string_lossy().into_owned(),
+            ]
+        },
+    )
+}
+
+/// Run by systemd as a service's start command (see `dumper::service`): restores the
+/// workload's tree into the service's cgroup and leaves its PID for systemd.
+pub fn internals_restore_unit(
+    area: &std::path::Path,
+    generation: &str,
+    workload: &str,
+    pid_file: &std::path::Path,
+) -> Result<()> {
+    let area = Area::open(area).with_context(|| format!("opening the area {}", area.display()))?;
+    let gen =
+        GenerationId::new(generation).with_context(|| format!("generation {generation:?}"))?;
+    // The manifest's own checksum is checked here; the images were verified by the
+    // caller that started this unit, just before.
+    let manifest = area.load(&gen)?;
+    let w = manifest
+        .workloads
+        .iter()
+        .find(|w| w.name.as_str() == workload)
+        .with_context(|| format!("generation {gen} has no workload {workload:?}"))?;
+    let criu = Criu::locate()?;
+    let pid = checkpoint::restore_tree(&area, &criu, &gen, w)?;
+    std::fs::write(pid_file, format!("{pid}\n"))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    Ok(())
 }
 
 fn print_restored(
@@ -249,8 +307,14 @@ pub fn resume(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) 
         bail!("no suspended images of workload {name:?} in the area; `upgradectl images list` shows what there is");
     };
     let criu = Criu::locate()?;
-    let reports = checkpoint::restore(&area, &criu, &gen, &[name.to_owned()])
-        .with_context(|| format!("resuming {name} from generation {gen}"))?;
+    let reports = checkpoint::restore(
+        &area,
+        &criu,
+        &gen,
+        &[name.to_owned()],
+        Some(&service_restore_cmd(&area)?),
+    )
+    .with_context(|| format!("resuming {name} from generation {gen}"))?;
     print_restored(&gen, &reports, json, out)
 }
 

@@ -226,6 +226,7 @@ fn process_tree() {
         Resolved {
             name: name(),
             kind: WorkloadKind::Process,
+            target: Target::Process { pid: 100 },
             root_pid: 100,
             pids: vec![100, 101],
             unit: None,
