@@ -143,7 +143,62 @@ fn dump_options(w: &Resolved, o: &CheckpointOptions, leave_running: bool) -> Dum
         freeze_cgroup: None,
         parent: None,
         track_mem: false,
+        external: Vec::new(),
     }
+}
+
+/// What the manifest records of how a workload was dumped: restore reads it back.
+fn mw_options(dopts: &DumpOptions, w: &Resolved) -> BTreeMap<String, String> {
+    let mut o: BTreeMap<String, String> = dopts.describe().into_iter().collect();
+    o.insert("owns_cgroup".into(), w.owns_cgroup.to_string());
+    if let Some(comm) = w.command_line.first() {
+        let ident = Path::new(comm)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned());
+        o.insert("identifier".into(), ident.unwrap_or_default());
+    }
+    if let Target::Podman { container } = &w.target {
+        o.insert("podman_container".into(), container.clone());
+    }
+    o
+}
+
+/// Restores the tree in `images` with the options it was dumped with; returns its PID.
+fn restore_images(
+    criu: &Criu,
+    images: &Path,
+    logs: &Path,
+    options: &BTreeMap<String, String>,
+    unit: Option<&str>,
+) -> Result<u32, Error> {
+    let mut ropts = RestoreOptions::from_recorded(|k| options.get(k).map(String::as_str));
+    if let Some(container) = options.get("podman_container") {
+        return podman::restore(container, images, ropts.tcp_established);
+    }
+    // Fresh journald streams stand in for the ones dumped as external; kept open until
+    // CRIU, which inherits them, is done.
+    let mut streams = Vec::new();
+    let ident = options
+        .get("identifier")
+        .map(String::as_str)
+        .unwrap_or("restored");
+    for ext in options
+        .get("external")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+    {
+        let Some(ino) = ext.strip_prefix("unix[").and_then(|r| r.strip_suffix(']')) else {
+            continue;
+        };
+        let stream = service::open_journal_stream(ident, unit.unwrap_or(""))?;
+        ropts.inherit.push((
+            format!("socket:[{ino}]"),
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+        ));
+        streams.push(stream);
+    }
+    criu.restore(&ropts, images, logs)
 }
 
 fn log_dir(gen: &GenerationId, name: &str) -> Result<PathBuf, Error> {
@@ -244,7 +299,7 @@ pub fn checkpoint(
     };
 
     let mut reports = Vec::new();
-    let mut stopped_by_dump: Option<(&Resolved, PathBuf)> = None;
+    let mut stopped_by_dump: Option<(&Resolved, PathBuf, BTreeMap<String, String>)> = None;
     for w in &order {
         // Only a workload we could not freeze is dumped by a dump that stops it.
         let leave_running = opts.leave_running || frozen_by_us(w);
@@ -258,6 +313,12 @@ pub fn checkpoint(
                     dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
                 }
             }
+            // journald streams (a service's stdout/stderr) are external: restore hands
+            // the tree fresh ones.
+            dopts.external = service::journal_streams(&w.pids)?
+                .into_iter()
+                .map(|ino| format!("unix[{ino}]"))
+                .collect();
             let t = Instant::now();
             info!(workload = %w.name, pid = w.root_pid, "dumping");
             if let Target::Podman { container } = &w.target {
@@ -275,20 +336,14 @@ pub fn checkpoint(
                     image_bytes: dir_bytes(&images),
                 });
                 if !leave_running {
-                    stopped_by_dump = Some((w, images));
+                    stopped_by_dump = Some((w, images, mw_options(&dopts, w)));
                 }
                 let mut mw = Workload::new(w.name.clone(), w.kind, w.root_pid);
                 mw.pids = w.pids.clone();
                 mw.unit = w.unit.clone();
                 mw.cgroup = w.cgroup.clone();
                 mw.command_line = w.command_line.clone();
-                mw.options = dopts.describe().into_iter().collect();
-                mw.options
-                    .insert("owns_cgroup".into(), w.owns_cgroup.to_string());
-                if let Target::Podman { container } = &w.target {
-                    mw.options
-                        .insert("podman_container".into(), container.clone());
-                }
+                mw.options = mw_options(&dopts, w);
                 mw.state = WorkloadState::Pending;
                 manifest.workloads.push(mw);
             }
@@ -313,22 +368,12 @@ pub fn checkpoint(
         Err(e) => {
             drop(frozen);
             release_all();
-            if let Some((w, images)) = stopped_by_dump {
+            if let Some((w, images, options)) = stopped_by_dump {
                 // Its only copy is in the pending images: bring it back now.
                 warn!(workload = %w.name, "commit failed; restoring the stopped workload from the pending images");
-                let ropts = RestoreOptions {
-                    shell_job: !w.session_leader,
-                    file_locks: true,
-                    tcp_established: opts.tcp_established,
-                    ext_unix_sk: false,
-                };
                 let logs = log_dir(&gen, w.name.as_str())?;
-                let recovered = match &w.target {
-                    Target::Podman { container } => {
-                        podman::restore(container, &images, opts.tcp_established).map(|_| ())
-                    }
-                    _ => criu.restore(&ropts, &images, &logs).map(|_| ()),
-                };
+                let recovered =
+                    restore_images(criu, &images, &logs, &options, w.unit.as_deref()).map(|_| ());
                 if let Err(re) = recovered {
                     return Err(Error::CommitAndRecoveryFailed {
                         workload: w.name.to_string(),
@@ -444,20 +489,12 @@ pub fn restore_tree(
 ) -> Result<u32, Error> {
     let images = area.generation_path(gen).join(w.name.as_str());
     let logs = log_dir(gen, w.name.as_str())?;
-    let ropts = RestoreOptions::from_recorded(|k| w.options.get(k).map(String::as_str));
-    if let Some(container) = w.options.get("podman_container") {
-        return podman::restore(container, &images, ropts.tcp_established).map_err(|e| {
-            Error::RestoreFailed {
-                workload: w.name.to_string(),
-                source: Box::new(e),
-            }
-        });
-    }
-    criu.restore(&ropts, &images, &logs)
-        .map_err(|e| Error::RestoreFailed {
+    restore_images(criu, &images, &logs, &w.options, w.unit.as_deref()).map_err(|e| {
+        Error::RestoreFailed {
             workload: w.name.to_string(),
             source: Box::new(e),
-        })
+        }
+    })
 }
 
 /// Restores the named workloads (all when `names` is empty) of generation `gen`, after

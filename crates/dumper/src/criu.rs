@@ -67,6 +67,9 @@ pub struct DumpOptions {
     pub parent: Option<String>,
     /// Track memory changes so a later dump writes only what changed.
     pub track_mem: bool,
+    /// Resources outside the tree, in CRIU's `--external` syntax (`unix[<inode>]` for a
+    /// socket whose peer stays behind, e.g. a journald stream).
+    pub external: Vec<String>,
 }
 
 impl DumpOptions {
@@ -85,6 +88,9 @@ impl DumpOptions {
         if let Some(p) = &self.parent {
             v.push(("parent".to_owned(), p.clone()));
         }
+        if !self.external.is_empty() {
+            v.push(("external".to_owned(), self.external.join(",")));
+        }
         v
     }
 }
@@ -96,6 +102,9 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     pub ext_unix_sk: bool,
     pub file_locks: bool,
+    /// Descriptors (of this process, without CLOEXEC) that stand in for resources
+    /// dumped as external, by CRIU key (e.g. `socket:[1234]`).
+    pub inherit: Vec<(String, std::os::fd::RawFd)>,
 }
 
 impl RestoreOptions {
@@ -107,6 +116,7 @@ impl RestoreOptions {
             shell_job: flag("shell_job"),
             ext_unix_sk: flag("ext_unix_sk"),
             file_locks: flag("file_locks"),
+            inherit: Vec::new(),
         }
     }
 }
@@ -214,6 +224,7 @@ impl Criu {
         if let Some(p) = &o.parent {
             opts.set_parent_img(p.clone());
         }
+        opts.external = o.external.clone();
         self.call(kind, Some(opts), what, Some(work_dir))
             .map(|_| ())
     }
@@ -233,6 +244,16 @@ impl Criu {
         opts.set_shell_job(o.shell_job);
         opts.set_ext_unix_sk(o.ext_unix_sk);
         opts.set_file_locks(o.file_locks);
+        opts.inherit_fd = o
+            .inherit
+            .iter()
+            .map(|(key, fd)| {
+                let mut i = rpc::Inherit_fd::new();
+                i.set_key(key.clone());
+                i.set_fd(*fd);
+                i
+            })
+            .collect();
         let resp = self.call(
             rpc::Criu_req_type::RESTORE,
             Some(opts),

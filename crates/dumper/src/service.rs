@@ -43,7 +43,13 @@ fn write_dropin(unit: &str, name: &str, text: &str) -> Result<(), Error> {
 fn remove_dropin(unit: &str, name: &str) -> Result<(), Error> {
     let path = dropin(unit, name);
     match fs::remove_file(&path) {
-        Ok(()) => daemon_reload(),
+        Ok(()) => {
+            // Leave no empty `<unit>.d` behind (fails harmlessly if other drop-ins live there).
+            if let Some(dir) = path.parent() {
+                let _ = fs::remove_dir(dir);
+            }
+            daemon_reload()
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(Error::Io {
             action: "removing drop-in",
@@ -154,5 +160,100 @@ mod tests {
             dropin("foo.service", HOLD),
             Path::new("/run/systemd/system/foo.service.d/50-upgraded-hold.conf")
         );
+    }
+}
+
+/// journald's socket for stdout streams (StandardOutput=journal).
+pub const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
+
+/// The inodes of the unix stream sockets held by `pids` whose peer is journald's
+/// stdout socket: a service's stdout and stderr. CRIU cannot dump half of a stream
+/// connection, so they are dumped as external and given a fresh stream on restore.
+pub fn journal_streams(pids: &[u32]) -> Result<Vec<u64>, Error> {
+    let out = cmd::run("ss", ["-x", "-n", "-H"])?;
+    let journal_peers = parse_journal_peers(&out);
+    let mut found = Vec::new();
+    for pid in pids {
+        let dir = Path::new("/proc").join(pid.to_string()).join("fd");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(target) = fs::read_link(e.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            let ino = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(ino) = ino {
+                if journal_peers.contains(&ino) && !found.contains(&ino) {
+                    found.push(ino);
+                }
+            }
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// From `ss -xnH`: the peer inodes of connections accepted on journald's stdout socket.
+fn parse_journal_peers(ss: &str) -> Vec<u64> {
+    ss.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port
+            if f.len() >= 8 && f[4] == JOURNAL_STDOUT {
+                f[7].parse().ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// A new stdout stream to journald, as systemd opens one for a service: `identifier`
+/// tags the lines, `unit` attributes them (journald honours that from root only).
+/// The descriptor has no CLOEXEC, so criu swrk can inherit it.
+pub fn open_journal_stream(identifier: &str, unit: &str) -> Result<std::os::fd::OwnedFd, Error> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::io::Write;
+    let io = |action: &'static str, e: nix::Error| Error::Io {
+        action,
+        path: PathBuf::from(JOURNAL_STDOUT),
+        source: e.into(),
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .map_err(|e| io("creating a socket for", e))?;
+    let addr = UnixAddr::new(JOURNAL_STDOUT).map_err(|e| io("addressing", e))?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).map_err(|e| io("connecting to", e))?;
+    // systemd's stdout stream header: identifier, unit, priority, level prefix,
+    // forward to syslog, kmsg, console.
+    let header = format!("{identifier}\n{unit}\n6\n1\n0\n0\n0\n");
+    let mut f = fs::File::from(fd);
+    f.write_all(header.as_bytes()).map_err(|source| Error::Io {
+        action: "writing the stream header to",
+        path: PathBuf::from(JOURNAL_STDOUT),
+        source,
+    })?;
+    Ok(std::os::fd::OwnedFd::from(f))
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    #[test]
+    fn journal_peers_come_from_ss() {
+        let ss = "u_str ESTAB 0 0 /run/systemd/journal/stdout 14363 * 11940\n\
+                  u_str ESTAB 0 0 * 11940 * 14363\n\
+                  u_str ESTAB 0 0 /run/dbus/system_bus_socket 200 * 201\n";
+        assert_eq!(parse_journal_peers(ss), vec![11940]);
     }
 }
