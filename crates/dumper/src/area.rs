@@ -148,17 +148,22 @@ impl Area {
         Ok(ids)
     }
 
-    /// Reads and validates the manifest of generation `id`.
-    pub fn load(&self, id: &GenerationId) -> Result<Manifest> {
+    /// The directory of committed generation `id`, which must exist (as a directory).
+    fn existing_generation_dir(&self, id: &GenerationId) -> Result<PathBuf> {
         let dir = self.generation_path(id);
         match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(Error::NotADirectory { path: dir }),
+            Ok(meta) if meta.is_dir() => Ok(dir),
+            Ok(_) => Err(Error::NotADirectory { path: dir }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::GenerationNotFound { path: dir })
+                Err(Error::GenerationNotFound { path: dir })
             }
-            Err(e) => return Err(e).at("reading metadata of", dir),
+            Err(e) => Err(e).at("reading metadata of", dir),
         }
+    }
+
+    /// Reads and validates the manifest of generation `id`.
+    pub fn load(&self, id: &GenerationId) -> Result<Manifest> {
+        let dir = self.existing_generation_dir(id)?;
         let path = dir.join(MANIFEST_FILE);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => {}
@@ -287,15 +292,7 @@ impl Area {
     /// Removes generation `id`. It is first renamed to `.del-<id>`, so that a crash
     /// midway leaves nothing that looks like a generation.
     pub fn remove(&self, id: &GenerationId) -> Result<()> {
-        let dir = self.generation_path(id);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(Error::NotADirectory { path: dir }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::GenerationNotFound { path: dir })
-            }
-            Err(e) => return Err(e).at("reading metadata of", dir),
-        }
+        let dir = self.existing_generation_dir(id)?;
         let doomed = self.generations.join(format!("{REMOVING_PREFIX}{id}"));
         if exists_no_follow(&doomed)? {
             remove_any(&doomed)?;

@@ -41,6 +41,16 @@ pub struct CheckpointOptions {
     pub tcp_established: bool,
 }
 
+/// A step of a long operation, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    Freezing,
+    Dumping(&'a str),
+    Committing,
+    Verifying,
+    Restoring(&'a str),
+}
+
 /// What a checkpoint did, for reports and benchmarks.
 #[derive(Debug, Clone)]
 pub struct CheckpointReport {
@@ -225,6 +235,7 @@ pub fn checkpoint(
     criu: &Criu,
     workloads: &[Resolved],
     opts: &CheckpointOptions,
+    progress: &mut dyn FnMut(Step),
 ) -> Result<CheckpointReport, Error> {
     if workloads.is_empty() {
         return Err(Error::NothingToCheckpoint);
@@ -277,6 +288,7 @@ pub fn checkpoint(
         }
     };
     let t_freeze = Instant::now();
+    progress(Step::Freezing);
     let cgroups: Vec<String> = order
         .iter()
         .filter_map(|w| frozen_by_us(w).then(|| w.cgroup.clone()).flatten())
@@ -321,6 +333,7 @@ pub fn checkpoint(
                 .collect();
             let t = Instant::now();
             info!(workload = %w.name, pid = w.root_pid, "dumping");
+            progress(Step::Dumping(w.name.as_str()));
             if let Target::Podman { container } = &w.target {
                 podman::checkpoint(container, &images, leave_running, opts.tcp_established)?;
             } else {
@@ -362,6 +375,7 @@ pub fn checkpoint(
     let frozen_secs = t_freeze.elapsed().as_secs_f64();
 
     let t_commit = Instant::now();
+    progress(Step::Committing);
     let pending_path = pending.path().to_owned();
     let manifest = match pending.commit(manifest) {
         Ok(m) => m,
@@ -507,7 +521,9 @@ pub fn restore(
     gen: &GenerationId,
     names: &[String],
     service_restore_cmd: Option<ServiceRestoreCmd>,
+    progress: &mut dyn FnMut(Step),
 ) -> Result<Vec<RestoreReport>, Error> {
+    progress(Step::Verifying);
     let manifest = area.verify(gen)?;
     let selected: Vec<&Workload> = manifest
         .workloads
@@ -532,6 +548,7 @@ pub fn restore(
     for w in selected {
         let t = Instant::now();
         info!(workload = %w.name, "restoring");
+        progress(Step::Restoring(w.name.as_str()));
         let (pid, scope) = match (&w.kind, &w.unit, &service_restore_cmd) {
             (WorkloadKind::Service, Some(unit), Some(make_cmd)) => {
                 let pid_file = Path::new(service::PID_DIR).join(format!("{unit}.pid"));

@@ -82,6 +82,20 @@ fn command_line(program: &str, args: &[std::ffi::OsString]) -> String {
         .join(" ")
 }
 
+/// A PID printed by `command` (e.g. `systemctl show --value -p MainPID`): a positive
+/// number, or an error saying what was expected.
+pub fn parse_pid(out: &str, command: String, problem: &str) -> Result<u32, Error> {
+    out.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| Error::UnexpectedOutput {
+            command,
+            output: format!("{:?}", out.trim()),
+            problem: problem.to_owned(),
+        })
+}
+
 /// The last `n` non-empty lines of `text`, joined by newlines.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -110,6 +124,16 @@ mod tests {
     fn missing_program_is_a_spawn_error() {
         let err = run("/nonexistent/program", ["x"]).unwrap_err();
         assert!(matches!(err, Error::Spawn { .. }), "{err}");
+    }
+
+    #[test]
+    fn pids_parse_or_say_why_not() {
+        assert_eq!(parse_pid(" 42\n", "x".into(), "p").unwrap(), 42);
+        assert!(parse_pid("0", "x".into(), "no main PID")
+            .unwrap_err()
+            .to_string()
+            .contains("no main PID"));
+        assert!(parse_pid("", "x".into(), "p").is_err());
     }
 
     #[test]

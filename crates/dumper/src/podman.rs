@@ -85,13 +85,9 @@ pub fn restore(container: &str, dir: &Path, tcp_established: bool) -> Result<u32
             container,
         ],
     )?;
-    out.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| Error::UnexpectedOutput {
-            command: format!("podman container inspect {container}"),
-            output: format!("{:?}", out.trim()),
-            problem: "the restored container has no PID".to_owned(),
-        })
+    cmd::parse_pid(
+        &out,
+        format!("podman container inspect {container}"),
+        "the restored container has no PID",
+    )
 }

@@ -118,15 +118,11 @@ pub fn start_restored(unit: &str, restore_cmd: &[String], pid_file: &Path) -> Re
         "systemctl",
         ["show", "--property=MainPID", "--value", "--", unit],
     )?;
-    out.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|&p| p > 0)
-        .ok_or_else(|| Error::UnexpectedOutput {
-            command: format!("systemctl show --property=MainPID {unit}"),
-            output: format!("{:?}", out.trim()),
-            problem: "the service has no main PID after the restore".to_owned(),
-        })
+    cmd::parse_pid(
+        &out,
+        format!("systemctl show --property=MainPID {unit}"),
+        "the service has no main PID after the restore",
+    )
 }
 
 /// systemd's quoting for ExecStart= words.

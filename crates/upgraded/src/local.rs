@@ -91,6 +91,7 @@ pub fn checkpoint(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let progress = Progress::new(json);
     let area = open_area(settings)?;
     // An interrupted dump is never offered for restore.
     area.cleanup_incomplete()
@@ -117,7 +118,9 @@ pub fn checkpoint(
             leave_running: args.leave_running,
             tcp_established,
         },
+        &mut progress.step(),
     )?;
+    progress.finish();
     let gen = report.manifest.generation.to_string();
     if json {
         let w: Vec<_> = report
@@ -179,12 +182,14 @@ pub fn restore(
     let area = open_area(settings)?;
     let gen = pick_generation(&area, generation)?;
     let criu = Criu::locate()?;
+    let progress = Progress::new(json);
     let reports = checkpoint::restore(
         &area,
         &criu,
         &gen,
         names,
         Some(&service_restore_cmd(&area)?),
+        &mut progress.step(),
     )
     .with_context(|| format!("restoring generation {gen}"))?;
     print_restored(&gen, &reports, json, out)
@@ -307,15 +312,65 @@ pub fn resume(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) 
         bail!("no suspended images of workload {name:?} in the area; `upgradectl images list` shows what there is");
     };
     let criu = Criu::locate()?;
+    let progress = Progress::new(json);
     let reports = checkpoint::restore(
         &area,
         &criu,
         &gen,
         &[name.to_owned()],
         Some(&service_restore_cmd(&area)?),
+        &mut progress.step(),
     )
     .with_context(|| format!("resuming {name} from generation {gen}"))?;
     print_restored(&gen, &reports, json, out)
+}
+
+/// A spinner on stderr with the current step, when stderr is a terminal and the output
+/// is not JSON; nothing otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(json: bool) -> Progress {
+        use std::io::IsTerminal;
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn step(&self) -> impl FnMut(checkpoint::Step) + '_ {
+        move |step| {
+            if let Some(bar) = &self.bar {
+                bar.set_message(match step {
+                    checkpoint::Step::Freezing => "freezing".to_owned(),
+                    checkpoint::Step::Dumping(w) => format!("dumping {w}"),
+                    checkpoint::Step::Committing => "committing (checksums, sync)".to_owned(),
+                    checkpoint::Step::Verifying => "verifying images".to_owned(),
+                    checkpoint::Step::Restoring(w) => format!("restoring {w}"),
+                });
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 fn human_bytes(n: u64) -> String {
