@@ -59,3 +59,39 @@ pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
     }
     create_private_dir(path).map(|_| ())
 }
+
+/// Writes `bytes` to `path` atomically: a new 0600 file at `tmp` (a stale one is
+/// removed first), fsync, rename over `path`, fsync the directory. A reader sees the
+/// old content or the new, never a mix, even across a crash.
+pub fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // A leftover of an interrupted save holds nothing of value.
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(e).at("removing stale temporary file", tmp)
+        }
+        _ => {}
+    }
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(tmp)
+            .at("creating", tmp)?;
+        file.write_all(bytes).at("writing", tmp)?;
+        file.sync_all().at("syncing", tmp)?;
+        fs::rename(tmp, path).at("renaming into place", path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        // Best effort: the error being returned matters more than this one.
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}

@@ -23,3 +23,4 @@ pub mod service;
 pub mod workload;
 
 pub use error::{Error, Result};
+pub use fsutil::write_atomic;

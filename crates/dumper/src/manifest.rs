@@ -28,8 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -406,35 +405,7 @@ impl Manifest {
             path: path.to_path_buf(),
             problem,
         })?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let tmp = temp_path_for(path);
-        // A leftover of an interrupted save holds nothing of value.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).at("removing stale temporary file", &tmp)
-            }
-            _ => {}
-        }
-        let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(crate::fsutil::FILE_MODE)
-                .open(&tmp)
-                .at("creating", &tmp)?;
-            file.write_all(&bytes).at("writing", &tmp)?;
-            file.sync_all().at("syncing", &tmp)?;
-            fs::rename(&tmp, path).at("renaming into place", path)?;
-            crate::fsutil::sync_dir(dir)
-        })();
-        if result.is_err() {
-            // Best effort: the error being returned matters more than this one.
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        crate::fsutil::write_atomic(path, &temp_path_for(path), &bytes)
     }
 
     /// Checks every rule a manifest must satisfy beyond what its types guarantee:

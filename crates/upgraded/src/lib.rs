@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod kernel;
 pub mod local;
 pub mod logging;
+pub mod state;
