@@ -24,7 +24,7 @@ use crate::manifest::{
     WorkloadState,
 };
 use crate::workload::{Resolved, Target};
-use crate::{cmd, podman, service, Error};
+use crate::{cmd, podman, service, sockdirs, Error};
 
 /// How long the cgroup freezer may take to freeze a workload.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,7 +158,7 @@ fn dump_options(w: &Resolved, o: &CheckpointOptions, leave_running: bool) -> Dum
 }
 
 /// What the manifest records of how a workload was dumped: restore reads it back.
-fn mw_options(dopts: &DumpOptions, w: &Resolved) -> BTreeMap<String, String> {
+fn mw_options(dopts: &DumpOptions, w: &Resolved, socket_dirs: &str) -> BTreeMap<String, String> {
     let mut o: BTreeMap<String, String> = dopts.describe().into_iter().collect();
     o.insert("owns_cgroup".into(), w.owns_cgroup.to_string());
     if let Some(comm) = w.command_line.first() {
@@ -169,6 +169,9 @@ fn mw_options(dopts: &DumpOptions, w: &Resolved) -> BTreeMap<String, String> {
     }
     if let Target::Podman { container } = &w.target {
         o.insert("podman_container".into(), container.clone());
+    }
+    if !socket_dirs.is_empty() {
+        o.insert("socket_dirs".into(), socket_dirs.to_owned());
     }
     o
 }
@@ -184,6 +187,10 @@ fn restore_images(
     let mut ropts = RestoreOptions::from_recorded(|k| options.get(k).map(String::as_str));
     if let Some(container) = options.get("podman_container") {
         return podman::restore(container, images, ropts.tcp_established);
+    }
+    // A reboot or kexec emptied /tmp and /run, where tmux and screen keep their sockets.
+    if let Some(dirs) = options.get("socket_dirs") {
+        sockdirs::recreate(dirs)?;
     }
     // Fresh journald streams stand in for the ones dumped as external; kept open until
     // CRIU, which inherits them, is done.
@@ -331,6 +338,8 @@ pub fn checkpoint(
                 .into_iter()
                 .map(|ino| format!("unix[{ino}]"))
                 .collect();
+            // Read while the tree still exists: a stopping dump ends it.
+            let socket_dirs = sockdirs::record(&w.pids);
             let t = Instant::now();
             info!(workload = %w.name, pid = w.root_pid, "dumping");
             progress(Step::Dumping(w.name.as_str()));
@@ -339,24 +348,24 @@ pub fn checkpoint(
             } else {
                 criu.dump(&dopts, &images, &logs)?;
             }
-            Ok::<_, Error>((images, t.elapsed().as_secs_f64()))
+            Ok::<_, Error>((images, t.elapsed().as_secs_f64(), socket_dirs))
         })();
         match result {
-            Ok((images, secs)) => {
+            Ok((images, secs, socket_dirs)) => {
                 reports.push(WorkloadReport {
                     name: w.name.to_string(),
                     dump_secs: secs,
                     image_bytes: dir_bytes(&images),
                 });
                 if !leave_running {
-                    stopped_by_dump = Some((w, images, mw_options(&dopts, w)));
+                    stopped_by_dump = Some((w, images, mw_options(&dopts, w, &socket_dirs)));
                 }
                 let mut mw = Workload::new(w.name.clone(), w.kind, w.root_pid);
                 mw.pids = w.pids.clone();
                 mw.unit = w.unit.clone();
                 mw.cgroup = w.cgroup.clone();
                 mw.command_line = w.command_line.clone();
-                mw.options = mw_options(&dopts, w);
+                mw.options = mw_options(&dopts, w, &socket_dirs);
                 mw.state = WorkloadState::Pending;
                 manifest.workloads.push(mw);
             }

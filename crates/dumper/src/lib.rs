@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod podman;
 pub mod proc;
 pub mod service;
+pub mod sockdirs;
 pub mod workload;
 
 pub use error::{Error, Result};
