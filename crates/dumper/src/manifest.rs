@@ -39,7 +39,7 @@ use crate::error::{Error, IoContext, Result};
 mod names;
 mod wire;
 
-pub(crate) use names::shown;
+pub use names::shown;
 pub use names::{Checksum, FileName, GenerationId, ValidationError, WorkloadName};
 
 /// The first field of every manifest.

@@ -39,7 +39,7 @@ impl ValidationError {
 
 /// A value for an error message: quoted, control characters and quotes escaped, and cut
 /// short so that a hostile megabyte-long name does not become a megabyte-long message.
-pub(crate) fn shown(value: &str) -> String {
+pub fn shown(value: &str) -> String {
     const MAX_CHARS: usize = 80;
     let mut out = String::from("\"");
     for (i, c) in value.chars().enumerate() {

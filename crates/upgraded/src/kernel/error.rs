@@ -124,21 +124,8 @@ pub enum KernelError {
 /// `Result` with [`KernelError`].
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 
-/// A value for a message: quoted, control characters and quotes escaped, and cut short
-/// so that a hostile 10 KB value does not become a 10 KB message.
-pub(crate) fn shown(value: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    let mut out = String::from("\"");
-    for (i, c) in value.chars().enumerate() {
-        if i == MAX_CHARS {
-            out.push_str(&format!("\"... ({} bytes)", value.len()));
-            return out;
-        }
-        out.extend(c.escape_debug());
-    }
-    out.push('"');
-    out
-}
+/// Values in messages are shown as in the manifest's: quoted, escaped, cut short.
+pub(crate) use dumper::manifest::shown;
 
 /// [`shown`] for bytes that may not be UTF-8 (a kernel argument split where the kernel
 /// splits it).

@@ -27,21 +27,8 @@ impl InvalidValue {
     }
 }
 
-/// A value for a message: quoted, escaped, and cut short so that a hostile
-/// megabyte-long value does not become a megabyte-long message.
-pub(crate) fn shown(value: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    let mut out = String::from("\"");
-    for (i, c) in value.chars().enumerate() {
-        if i == MAX_CHARS {
-            out.push_str(&format!("\"... ({} bytes)", value.len()));
-            return out;
-        }
-        out.extend(c.escape_debug());
-    }
-    out.push('"');
-    out
-}
+/// Values in messages are shown as in the manifest's: quoted, escaped, cut short.
+pub(crate) use dumper::manifest::shown;
 
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:path) => {
