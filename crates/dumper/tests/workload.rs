@@ -110,11 +110,18 @@ fn a_process_tree_by_pid() {
 }
 
 #[test]
-fn a_child_of_this_session_is_not_a_session_leader() {
-    let child = Reaped::spawn("sleep", &["60"]);
-    wait_for_tree(child.pid(), "sleep", 1);
-    let r = resolve(&wname("plain"), &Target::Process { pid: child.pid() }).unwrap();
-    assert_eq!(r.pids, vec![child.pid()]);
+fn a_child_inside_a_session_is_not_a_session_leader() {
+    // The session is made here: the test binary itself may run in PID 1's session
+    // (CI does), which resolve refuses for a different reason.
+    let leader = Reaped::spawn("setsid", &["sh", "-c", "sleep 60 & wait"]);
+    let table = wait_for_tree(leader.pid(), "sh", 2);
+    let sleep = *table
+        .descendants(leader.pid())
+        .iter()
+        .find(|&&p| p != leader.pid())
+        .unwrap();
+    let r = resolve(&wname("plain"), &Target::Process { pid: sleep }).unwrap();
+    assert_eq!(r.pids, vec![sleep]);
     assert!(!r.session_leader);
 }
 
