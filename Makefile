@@ -2,6 +2,7 @@
 #
 #   make            build the release binaries
 #   make install    install into $(DESTDIR)$(PREFIX) the way a distribution would
+#   make deb        build target/debian/upgraded_<version>_amd64.deb (needs dpkg-deb)
 #   make demo       the main job: a guest switches kernels while a session keeps running
 #   make check      every test: unit tests, then the VM suite (needs root; installs
 #                   qemu, mmdebstrap and the test kernels itself)
@@ -16,9 +17,15 @@ TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DRACUTDIR   := $(PREFIX)/lib/dracut/modules.d
 DBUSCONFDIR := $(PREFIX)/share/dbus-1/system.d
 DBUSSVCDIR  := $(PREFIX)/share/dbus-1/system-services
+MAN1DIR     := $(PREFIX)/share/man/man1
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  := $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
+DOCDIR      := $(PREFIX)/share/doc/upgraded
+SYSCONFDIR  ?= /etc
 RELEASE     := target/release
 
-.PHONY: all build install unit-test vm-test check demo clean
+.PHONY: all build install deb unit-test vm-test check demo clean
 
 all: build
 
@@ -39,6 +46,30 @@ install: build
 	for d in $(wildcard dracut/*/); do \
 		m=$$(basename $$d); install -d $(DESTDIR)$(DRACUTDIR)/$$m || exit 1; \
 		for f in $$d*; do install -m 0755 $$f $(DESTDIR)$(DRACUTDIR)/$$m/ || exit 1; done; done
+	@# Man pages and completions come from the CLI definitions of the binary just built.
+	@# gzip -n: no name or timestamp in the archive, so the same tree installs the same bytes.
+	docs=$$(mktemp -d) && trap 'rm -rf "$$docs"' EXIT && \
+	$(RELEASE)/upgradectl internals gen-docs --man "$$docs/man" --completions "$$docs/completions" && \
+	install -d $(DESTDIR)$(MAN1DIR) && \
+	for f in "$$docs"/man/*.1; do \
+		gzip -n -9 "$$f" && install -m 0644 "$$f.gz" $(DESTDIR)$(MAN1DIR)/ || exit 1; done && \
+	install -D -m 0644 "$$docs/completions/upgradectl" $(DESTDIR)$(BASHCOMPDIR)/upgradectl && \
+	install -D -m 0644 "$$docs/completions/_upgradectl" $(DESTDIR)$(ZSHCOMPDIR)/_upgradectl && \
+	install -D -m 0644 "$$docs/completions/upgradectl.fish" $(DESTDIR)$(FISHCOMPDIR)/upgradectl.fish
+	install -D -m 0644 crates/upgraded/upgraded.toml.example $(DESTDIR)$(DOCDIR)/upgraded.toml.example
+	@# /etc gets the example with every line commented out, so the built-in defaults apply
+	@# until the admin uncomments something. An existing file is the admin's: kept.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/upgraded/upgraded.toml ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/upgraded/upgraded.toml"; \
+	else \
+		install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/upgraded && \
+		sed -e '/^[[:space:]]*$$/b' -e '/^[[:space:]]*#/b' -e 's/^/# /' \
+			crates/upgraded/upgraded.toml.example >$(DESTDIR)$(SYSCONFDIR)/upgraded/upgraded.toml && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/upgraded/upgraded.toml; \
+	fi
+
+deb:
+	@packaging/deb/build
 
 unit-test:
 	@t=$$(date +%s); $(CARGO) test --workspace --locked && \

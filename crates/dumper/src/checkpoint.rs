@@ -431,6 +431,31 @@ pub fn checkpoint(
     })
 }
 
+/// The pre-flight's proof that CRIU can dump `w`: a real dump with leave-running into
+/// `scratch` (which the caller creates on the area's file system, so the space check
+/// and the dump see the same disk, and removes afterwards). The workload is paused
+/// only while CRIU copies it; nothing is committed. Returns the bytes the images took.
+pub fn dry_run(
+    criu: &Criu,
+    w: &Resolved,
+    opts: &CheckpointOptions,
+    scratch: &Path,
+) -> Result<u64, Error> {
+    let mut dopts = dump_options(w, opts, true);
+    dopts.external = service::journal_streams(&w.pids)?
+        .into_iter()
+        .map(|ino| format!("unix[{ino}]"))
+        .collect();
+    let logs = Path::new(LOG_ROOT).join("dry-run").join(w.name.as_str());
+    crate::fsutil::create_private_dir_all(&logs)?;
+    if let Target::Podman { container } = &w.target {
+        podman::checkpoint(container, scratch, true, opts.tcp_established)?;
+    } else {
+        criu.dump(&dopts, scratch, &logs)?;
+    }
+    Ok(dir_bytes(scratch))
+}
+
 /// Waits (briefly) until the killed processes of `w` are gone, so systemd has seen its
 /// service stop before the hold on restarts is lifted.
 fn wait_cgroup_empty(w: Option<&&Resolved>) {

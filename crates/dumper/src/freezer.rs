@@ -246,6 +246,19 @@ impl Freezer {
         read_frozen(&dir.join("cgroup.events"))
     }
 
+    /// Thaws `cgroup` without a guard: for recovery after a crash, from the list of
+    /// cgroups the crashed process had frozen. A cgroup that is gone is fine.
+    pub fn thaw(&self, cgroup: &str) -> Result<()> {
+        let dir = self.mount.dir_of(cgroup)?;
+        FrozenCgroup {
+            cgroup: cgroup.to_owned(),
+            dir,
+            already_frozen: false,
+            thawed: false,
+        }
+        .thaw()
+    }
+
     fn start_freeze(&self, cgroup: &str) -> Result<FrozenCgroup> {
         if cgroup == "/" {
             return Err(Error::CgroupPath {

@@ -50,7 +50,7 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
 
 /// `mkdir -p` where every directory created is 0700 (log and work directories hold
 /// details of process memory too).
-pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
+pub fn create_private_dir_all(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Ok(());
     }

@@ -23,5 +23,6 @@ pub mod service;
 pub mod sockdirs;
 pub mod workload;
 
+pub use area::Area;
 pub use error::{Error, Result};
-pub use fsutil::write_atomic;
+pub use fsutil::{create_private_dir_all, write_atomic};

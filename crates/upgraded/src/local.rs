@@ -30,7 +30,7 @@ pub fn open_area(settings: &Settings) -> Result<Area> {
 }
 
 /// Turns a configured selector into discovery's target.
-fn target_of(selector: &Selector) -> Target {
+pub fn target_of(selector: &Selector) -> Target {
     match selector {
         Selector::Process { pid } => Target::Process { pid: *pid },
         Selector::Service { unit } => Target::Service { unit: unit.clone() },
@@ -201,24 +201,30 @@ fn service_restore_cmd(
     area: &Area,
 ) -> Result<impl Fn(&GenerationId, &str, &std::path::Path) -> Vec<String>> {
     let exe = std::env::current_exe().context("finding the path of upgradectl")?;
+    Ok(service_restore_cmd_for(exe, area))
+}
+
+/// [`service_restore_cmd`] for a given `upgradectl` (the daemon is another program).
+pub fn service_restore_cmd_for(
+    exe: std::path::PathBuf,
+    area: &Area,
+) -> impl Fn(&GenerationId, &str, &std::path::Path) -> Vec<String> {
     let area = area.root().to_owned();
-    Ok(
-        move |gen: &GenerationId, name: &str, pid_file: &std::path::Path| {
-            vec![
-                exe.to_string_lossy().into_owned(),
-                "internals".into(),
-                "restore-unit".into(),
-                "--area".into(),
-                area.to_string_lossy().into_owned(),
-                "--generation".into(),
-                gen.to_string(),
-                "--workload".into(),
-                name.to_owned(),
-                "--pid-file".into(),
-                pid_file.to_string_lossy().into_owned(),
-            ]
-        },
-    )
+    move |gen: &GenerationId, name: &str, pid_file: &std::path::Path| {
+        vec![
+            exe.to_string_lossy().into_owned(),
+            "internals".into(),
+            "restore-unit".into(),
+            "--area".into(),
+            area.to_string_lossy().into_owned(),
+            "--generation".into(),
+            gen.to_string(),
+            "--workload".into(),
+            name.to_owned(),
+            "--pid-file".into(),
+            pid_file.to_string_lossy().into_owned(),
+        ]
+    }
 }
 
 /// Run by systemd as a service's start command (see `dumper::service`): restores the

@@ -12,7 +12,7 @@ pub fn init(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        builder.without_time().with_ansi(false).init();
     } else {
         builder.init();
     }

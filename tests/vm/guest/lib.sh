@@ -66,3 +66,20 @@ counter_value() {
 
 # The generation id printed by `upgradectl checkpoint --json` on stdin.
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# Like area_on_disk, but the area is mounted from /etc/fstab, so that it is there at
+# boot before upgraded starts (the daemon keeps its state in the area); then restarts
+# upgraded so that it reads the new configuration and area. Extra configuration for
+# /etc/upgraded/upgraded.toml comes on stdin.
+area_for_daemon() {
+    area_on_disk
+    grep -q upgraded-area /etc/fstab ||
+        echo 'LABEL=upgraded-area /var/lib/upgraded ext4 defaults,nofail 0 2' >> /etc/fstab
+    cat >> /etc/upgraded/upgraded.toml
+    systemctl daemon-reload
+    systemctl restart upgraded.service
+    systemctl is-active -q upgraded.service || fail "upgraded did not start: $(systemctl status upgraded.service 2>&1 | tail -n 20)"
+}
+
+# The value of a top-level key of `upgradectl status --json`.
+status_field() { upgradectl status --json | json_field "['$1']"; }

@@ -8,7 +8,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("upgradectl: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(upgraded::remote::exit_code(&err))
         }
     }
 }

@@ -4,13 +4,13 @@
 use std::fmt;
 
 use dumper::manifest::GenerationId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::machine::{Phase, UpgradeState};
 use super::values::{KernelRelease, UpgradeId};
 
 /// How an upgrade ended, or that it has not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// No upgrade was ever recorded.
@@ -44,7 +44,7 @@ impl fmt::Display for Outcome {
 
 /// The length of each stage in seconds; `None` until the stage has both ends (or when
 /// the wall clock stepped back across it).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct StageSeconds {
     pub freeze: Option<f64>,
     pub dump: Option<f64>,
@@ -56,7 +56,7 @@ pub struct StageSeconds {
 }
 
 /// A summary of one upgrade.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpgradeReport {
     pub upgrade_id: Option<UpgradeId>,
     pub state: Phase,

@@ -1,0 +1,168 @@
+//! Start-up recovery: whatever a crashed daemon left half done is finished or undone
+//! before the daemon serves anything, so that no workload stays frozen.
+
+use std::path::Path;
+
+use anyhow::Context;
+use dumper::checkpoint;
+use dumper::criu::Criu;
+use dumper::freezer::Freezer;
+use dumper::manifest::GenerationId;
+use tracing::{error, info, warn};
+
+use super::{Daemon, FROZEN_LIST};
+use crate::local;
+use crate::state::{Event, Recovery, StateStore};
+
+/// Notes the cgroups about to be frozen (see [`FROZEN_LIST`]), durably enough for a
+/// daemon crash (the file system outlives the process; a reboot thaws anyway).
+pub(crate) fn record_frozen(cgroups: &[String]) -> anyhow::Result<()> {
+    let path = Path::new(FROZEN_LIST);
+    if let Some(dir) = path.parent() {
+        dumper::create_private_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut text = String::new();
+    for cg in cgroups {
+        text.push_str(cg);
+        text.push('\n');
+    }
+    dumper::write_atomic(path, &tmp, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub(crate) fn clear_frozen() {
+    match std::fs::remove_file(FROZEN_LIST) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!("removing {FROZEN_LIST}: {e}"),
+    }
+}
+
+/// Thaws every cgroup in the list a crashed daemon left. Entries are checked like any
+/// input: a cgroup path the freezer module refuses is skipped with a warning.
+fn thaw_recorded() {
+    let text = match std::fs::read_to_string(FROZEN_LIST) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            error!("reading {FROZEN_LIST}: {e}; frozen workloads must be thawed by hand");
+            return;
+        }
+    };
+    let freezer = match Freezer::new() {
+        Ok(f) => f,
+        Err(e) => {
+            error!("cannot thaw the workloads a crashed upgraded froze: {e}");
+            return;
+        }
+    };
+    for cg in text.lines().filter(|l| !l.trim().is_empty()) {
+        match freezer.thaw(cg) {
+            Ok(()) => info!(cgroup = cg, "thawed after a crash"),
+            Err(e) => warn!(cgroup = cg, "could not thaw: {e}"),
+        }
+    }
+    clear_frozen();
+}
+
+/// Runs at start-up, before the bus name is taken.
+pub fn recover(daemon: &Daemon) {
+    thaw_recorded();
+    let settings = daemon.settings();
+    let area = match local::open_area(&settings) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("no recovery possible: {e:#}");
+            return;
+        }
+    };
+    let store = StateStore::new(area.root());
+    let state = match store.load() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("reading the upgrade state: {e}; `upgradectl status` shows it");
+            return;
+        }
+    };
+    match state.recover() {
+        Recovery::Nothing => {}
+        Recovery::ThawAndDiscard => {
+            warn!(
+                phase = %state.phase(),
+                "an upgrade was interrupted before its commit: thawed the workloads, \
+                 discarding the uncommitted generation"
+            );
+            // The dump held the services' restarts (a runtime drop-in); lift that.
+            for w in &settings.workloads {
+                if let crate::config::Selector::Service { unit } = &w.selector {
+                    dumper::service::release(unit);
+                }
+            }
+            match area.cleanup_incomplete() {
+                Ok(removed) => {
+                    for p in removed {
+                        info!("removed the uncommitted {}", p.display());
+                    }
+                }
+                Err(e) => error!("removing uncommitted generations: {e}"),
+            }
+            if let Err(e) = store.apply(Event::Abort) {
+                error!("recording the abort: {e}");
+            }
+        }
+        Recovery::ThawAndKeep => {
+            let gen = state.upgrade().and_then(|u| u.generation.clone());
+            let why = "upgraded restarted after the commit and before the kexec".to_owned();
+            warn!("{why}: bringing the workloads back on this kernel");
+            if let Err(e) = store.apply(Event::RollbackStarted { why }) {
+                error!("recording the rollback: {e}");
+                return;
+            }
+            let result = match gen {
+                Some(gen) => restore_missing(&area, &gen),
+                None => Ok(()),
+            };
+            let event = match result {
+                Ok(()) => Event::RollbackDone,
+                Err(e) => {
+                    error!("restoring after the interrupted upgrade: {e:#}");
+                    Event::Fail {
+                        why: format!("restoring after the interrupted upgrade: {e:#}"),
+                    }
+                }
+            };
+            if let Err(e) = store.apply(event) {
+                error!("recording the rollback's end: {e}");
+            }
+        }
+        Recovery::BootSide | Recovery::FinishRollback => {
+            info!(
+                phase = %state.phase(),
+                "the upgrade continues on the boot side (upgraded-restore.service)"
+            );
+        }
+    }
+}
+
+/// Restores the workloads of `gen` whose processes are gone (those dumped with stop
+/// semantics and killed after the commit); the others run on, already thawed.
+pub(crate) fn restore_missing(area: &dumper::Area, gen: &GenerationId) -> anyhow::Result<()> {
+    let manifest = area.load(gen)?;
+    let missing: Vec<String> = manifest
+        .workloads
+        .iter()
+        .filter(|w| !Path::new("/proc").join(w.root_pid.to_string()).exists())
+        .map(|w| w.name.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let criu = Criu::locate()?;
+    let cmd = local::service_restore_cmd_for(super::UPGRADECTL.into(), area);
+    let reports = checkpoint::restore(area, &criu, gen, &missing, Some(&cmd), &mut |_| {})?;
+    for r in reports {
+        info!(workload = %r.name, pid = r.pid, "restored on this kernel");
+    }
+    Ok(())
+}

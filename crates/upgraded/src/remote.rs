@@ -1,0 +1,358 @@
+//! `upgradectl` commands that go through the daemon over D-Bus (status, kernels,
+//! workloads, check, upgrade, rollback, suspend, resume, reload), with the proxy from
+//! [`crate::api`].
+//!
+//! Exit codes (documented in the man page and README): 0 success, 1 failure, 2 usage
+//! error, 3 refused by the pre-flight checks (nothing was changed), 4 access denied,
+//! 5 the daemon is not reachable.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::api::{
+    self, ApiError, CheckReport, CheckStatus, ClientProxyBlocking, GenerationInfo, KernelInfo,
+    StatusInfo, WorkloadInfo,
+};
+
+/// An error with its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The exit code for an error chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CliError>() {
+            return match e {
+                CliError::Refused(_) => 3,
+                CliError::AccessDenied(_) => 4,
+                CliError::Unavailable(_) => 5,
+            };
+        }
+    }
+    1
+}
+
+/// Maps a D-Bus error to one with an exit code and a hint.
+fn call_error(what: &str, e: ApiError) -> anyhow::Error {
+    match e {
+        ApiError::AccessDenied(m) => CliError::AccessDenied(m).into(),
+        ApiError::PreflightFailed(m) => CliError::Refused(m).into(),
+        ApiError::ZBus(zbus::Error::MethodError(name, msg, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" =>
+        {
+            CliError::AccessDenied(format!(
+                "{what} needs root: {}; run it with sudo",
+                msg.unwrap_or_default()
+            ))
+            .into()
+        }
+        ApiError::ZBus(zbus::Error::MethodError(name, msg, _))
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
+        {
+            CliError::Unavailable(format!(
+                "the upgraded daemon is not running ({}); start it with \
+                 `systemctl start upgraded`",
+                msg.unwrap_or_default()
+            ))
+            .into()
+        }
+        other => anyhow::anyhow!("{what}: {}", other.message()),
+    }
+}
+
+/// Connects to the daemon. Calls may take minutes (a pre-flight dumps every workload
+/// once), hence the long method timeout.
+pub fn connect() -> anyhow::Result<ClientProxyBlocking<'static>> {
+    let conn = zbus::blocking::connection::Builder::system()
+        .and_then(|b| b.method_timeout(Duration::from_secs(30 * 60)).build())
+        .map_err(|e| CliError::Unavailable(format!("cannot reach the system bus: {e}")))?;
+    ClientProxyBlocking::new(&conn).context("making the upgraded proxy")
+}
+
+pub fn status(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let text = p.status().map_err(|e| call_error("status", e))?;
+    if json {
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    let s: StatusInfo = api::from_json("Status", &text)?;
+    writeln!(out, "running kernel  {}", s.running_kernel)?;
+    writeln!(out, "state           {}", s.state)?;
+    writeln!(
+        out,
+        "known-good      {}",
+        s.known_good_kernel.as_deref().unwrap_or("-")
+    )?;
+    writeln!(
+        out,
+        "generation      {}",
+        s.current_generation.as_deref().unwrap_or("-")
+    )?;
+    if let Some(j) = &s.job {
+        writeln!(out, "job             {} {} ({})", j.id, j.kind, j.step)?;
+    }
+    if let Some(e) = &s.config_error {
+        writeln!(
+            out,
+            "config          INVALID, running on the last good one: {e}"
+        )?;
+    }
+    writeln!(out)?;
+    write!(out, "{}", s.report)?;
+    Ok(())
+}
+
+pub fn kernels(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let text = p.list_kernels().map_err(|e| call_error("kernels", e))?;
+    if json {
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    let ks: Vec<KernelInfo> = api::from_json("ListKernels", &text)?;
+    for k in ks {
+        let mut tags = Vec::new();
+        if k.running {
+            tags.push("running");
+        }
+        if k.known_good {
+            tags.push("known-good");
+        }
+        if k.initrd.is_none() {
+            tags.push("no initrd");
+        }
+        writeln!(out, "{:<24} {}", k.release, tags.join(", "))?;
+    }
+    Ok(())
+}
+
+pub fn workloads(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let text = p.list_workloads().map_err(|e| call_error("workloads", e))?;
+    if json {
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    let ws: Vec<WorkloadInfo> = api::from_json("ListWorkloads", &text)?;
+    if ws.is_empty() {
+        writeln!(
+            out,
+            "no workloads configured ([[workload]] in /etc/upgraded/upgraded.toml)"
+        )?;
+    }
+    for w in ws {
+        match (w.resolved, w.root_pid) {
+            (true, Some(pid)) => writeln!(
+                out,
+                "{:<16} {:<8} {:<24} PID {pid}, {} processes, {:.1} MiB",
+                w.name,
+                w.kind,
+                w.selector,
+                w.processes,
+                w.rss_bytes as f64 / 1048576.0
+            )?,
+            _ => writeln!(
+                out,
+                "{:<16} {:<8} {:<24} NOT FOUND: {}",
+                w.name,
+                w.kind,
+                w.selector,
+                w.error.unwrap_or_default()
+            )?,
+        }
+    }
+    Ok(())
+}
+
+pub fn generations(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let text = p
+        .list_generations()
+        .map_err(|e| call_error("generations", e))?;
+    if json {
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    let gs: Vec<GenerationInfo> = api::from_json("ListGenerations", &text)?;
+    for g in gs {
+        writeln!(out, "{} {} {}", g.id, g.kernel, g.workloads.join(","))?;
+    }
+    Ok(())
+}
+
+fn print_checks(r: &CheckReport, out: &mut dyn Write) -> anyhow::Result<()> {
+    for c in &r.checks {
+        let mark = match c.status {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Skipped => "skip",
+        };
+        writeln!(out, "[{mark}] {:<22} {}", c.name, c.detail)?;
+        if let Some(h) = &c.hint {
+            if c.status != CheckStatus::Pass {
+                writeln!(out, "       {:<22} hint: {h}", "")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn check(kernel: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let text = p.check(kernel).map_err(|e| call_error("check", e))?;
+    let r: CheckReport = api::from_json("Check", &text)?;
+    if json {
+        writeln!(out, "{text}")?;
+    } else {
+        print_checks(&r, out)?;
+    }
+    if !r.passed() {
+        return Err(CliError::Refused(format!(
+            "the pre-flight checks for {kernel} failed; an upgrade would be refused"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+pub fn upgrade(
+    kernel: &str,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if dry_run {
+        check(kernel, json, out)?;
+        if !json {
+            writeln!(
+                out,
+                "dry run: every check passed; `upgradectl upgrade {kernel}` would \
+                 checkpoint the workloads and kexec into it"
+            )?;
+        }
+        return Ok(());
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "upgrading to {kernel} stops the running kernel; pass --yes to confirm \
+                 when not on a terminal"
+            );
+        }
+        eprint!("checkpoint the configured workloads and kexec into {kernel}? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not confirmed; nothing was changed");
+        }
+    }
+    let p = connect()?;
+    // Subscribe before the call: the job may report before the reply arrives.
+    let progress = p.receive_job_progress()?;
+    let finished = p.receive_job_finished()?;
+    let job = p.upgrade(kernel).map_err(|e| call_error("upgrade", e))?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let bar2 = bar.clone();
+    let quiet = json;
+    std::thread::spawn(move || {
+        for sig in progress {
+            let Ok(a) = sig.args() else { continue };
+            if a.job != job {
+                continue;
+            }
+            let line = format!("{}: {}", a.step, a.detail);
+            match &bar2 {
+                Some(b) => b.set_message(line),
+                None if !quiet => eprintln!("{line}"),
+                None => {}
+            }
+        }
+    });
+    for sig in finished {
+        let Ok(a) = sig.args() else { continue };
+        if a.job != job {
+            continue;
+        }
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"job": job, "success": a.success, "message": a.message})
+            )?;
+        } else {
+            writeln!(out, "{}", a.message)?;
+        }
+        if a.success {
+            return Ok(());
+        }
+        bail!("upgrade to {kernel} failed");
+    }
+    bail!(
+        "lost the connection to upgraded before job {job} reported its end; \
+         `upgradectl status` shows where it got"
+    )
+}
+
+pub fn rollback(out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let job = p.rollback().map_err(|e| call_error("rollback", e))?;
+    writeln!(out, "rollback started as job {job}")?;
+    Ok(())
+}
+
+pub fn suspend(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let gen = p.suspend(name).map_err(|e| call_error("suspend", e))?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"workload": name, "generation": gen})
+        )?;
+    } else {
+        writeln!(out, "suspended {name} into generation {gen}")?;
+    }
+    Ok(())
+}
+
+pub fn resume(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    let pid = p.resume(name).map_err(|e| call_error("resume", e))?;
+    if json {
+        writeln!(out, "{}", serde_json::json!({"workload": name, "pid": pid}))?;
+    } else {
+        writeln!(out, "resumed {name}: PID {pid}")?;
+    }
+    Ok(())
+}
+
+pub fn reload(out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = connect()?;
+    p.reload().map_err(|e| call_error("reload", e))?;
+    writeln!(out, "configuration reloaded")?;
+    Ok(())
+}
