@@ -43,9 +43,14 @@ install: build
 		install -D -m 0644 $$f $(DESTDIR)$(DBUSCONFDIR)/$$(basename $$f) || exit 1; done
 	for f in $(wildcard systemd/dbus/*.service); do \
 		install -D -m 0644 $$f $(DESTDIR)$(DBUSSVCDIR)/$$(basename $$f) || exit 1; done
+	@# dracut runs module scripts (*.sh) as programs; units and the rest are data.
 	for d in $(wildcard dracut/*/); do \
 		m=$$(basename $$d); install -d $(DESTDIR)$(DRACUTDIR)/$$m || exit 1; \
-		for f in $$d*; do install -m 0755 $$f $(DESTDIR)$(DRACUTDIR)/$$m/ || exit 1; done; done
+		for f in $$d*; do \
+			case $$f in *.sh) mode=0755;; *) mode=0644;; esac; \
+			install -m $$mode $$f $(DESTDIR)$(DRACUTDIR)/$$m/ || exit 1; done; done
+	@# Turns the module on: its check() returns 255, so dracut includes it only on request.
+	install -D -m 0644 dracut/90-upgraded.conf $(DESTDIR)$(PREFIX)/lib/dracut/dracut.conf.d/90-upgraded.conf
 	@# Man pages and completions come from the CLI definitions of the binary just built.
 	@# gzip -n: no name or timestamp in the archive, so the same tree installs the same bytes.
 	docs=$$(mktemp -d) && trap 'rm -rf "$$docs"' EXIT && \

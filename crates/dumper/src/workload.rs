@@ -261,6 +261,14 @@ pub trait Host {
     fn terminal_fds(&self, pid: u32) -> Vec<String>;
     /// The PID of the process resolving: it must not be part of a workload.
     fn own_pid(&self) -> u32;
+    /// The parent of `pid` now, or None once it is gone. For processes born after the
+    /// table was read (a shell's short-lived children).
+    fn parent_of(&self, pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: the fields follow the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(1)?.parse().ok()
+    }
 }
 
 /// The running system: programs through [`cmd`], cgroups through the cgroup2 mount
@@ -587,8 +595,25 @@ impl Resolver<'_> {
                 (None, cgroup, procs)
             }
         };
+        // The cgroup holds the tree and nothing else. The two lists are read at
+        // different moments: a process forked in between (a shell's `sleep`) is in the
+        // cgroup but not in the table, and one that exited is in the table only.
         let owns_cgroup = cgroup_procs.is_some_and(|procs| {
-            procs.into_iter().collect::<BTreeSet<u32>>() == pids.iter().copied().collect()
+            let procs: BTreeSet<u32> = procs.into_iter().collect();
+            let tree: BTreeSet<u32> = pids.iter().copied().collect();
+            let descends = |mut pid: u32| {
+                for _ in 0..64 {
+                    match self.host.parent_of(pid) {
+                        Some(p) if p == root => return true,
+                        Some(p) if p > 1 => pid = p,
+                        _ => return false,
+                    }
+                }
+                false
+            };
+            let gone = |pid: u32| self.host.parent_of(pid).is_none();
+            procs.iter().all(|&p| tree.contains(&p) || descends(p))
+                && tree.iter().all(|&p| procs.contains(&p) || gone(p))
         });
 
         let rss_bytes = pids
@@ -714,12 +739,23 @@ impl Resolver<'_> {
         // cgroup (e.g. an sshd session's processes, in their session scope) would be
         // dumped and stopped along with the unit.
         let in_cgroup: BTreeSet<u32> = procs.iter().copied().collect();
-        let outside: Vec<u32> = self
+        let mut outside: Vec<u32> = self
             .table
             .descendants(root)
             .into_iter()
             .filter(|pid| !in_cgroup.contains(pid))
             .collect();
+        if !outside.is_empty() {
+            // The table and the cgroup were read at different moments: a child forked in
+            // between (a shell's `sleep`) is in the table only. Look again.
+            let again: BTreeSet<u32> = self
+                .host
+                .cgroup_procs(&cgroup)
+                .map_err(|e| self.lookup_failed(e))?
+                .into_iter()
+                .collect();
+            outside.retain(|&pid| !again.contains(&pid) && self.host.parent_of(pid).is_some());
+        }
         if !outside.is_empty() {
             return Err(Error::WorkloadOutsideCgroup {
                 workload: self.workload(),

@@ -50,8 +50,12 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Go back to the known-good kernel, with the workloads.
-    Rollback,
+    /// Go back to the known-good kernel of the last upgrade, with the workloads.
+    Rollback {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Checkpoint workloads into a new generation.
     Checkpoint {
         #[arg(required = true)]
@@ -140,7 +144,7 @@ impl Command {
             Command::Workloads => "workloads",
             Command::Check { .. } => "check",
             Command::Upgrade { .. } => "upgrade",
-            Command::Rollback => "rollback",
+            Command::Rollback { .. } => "rollback",
             Command::Checkpoint { .. } => "checkpoint",
             Command::Restore { .. } => "restore",
             Command::Suspend { .. } => "suspend",
@@ -264,7 +268,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.json,
             &mut std::io::stdout().lock(),
         ),
-        Command::Rollback => crate::remote::rollback(&mut std::io::stdout().lock()),
+        Command::Rollback { yes } => {
+            crate::remote::rollback(*yes, cli.json, &mut std::io::stdout().lock())
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod backend;
 mod recovery;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -4,7 +4,8 @@
 //! - [`installed_kernels`], [`resolve_kernel`]: the kernels in `/boot` and which one
 //!   an admin means.
 //! - [`target_cmdline`], [`parse_upgraded_tokens`]: the command line the target kernel
-//!   boots with, and reading our arguments back from it after the kexec.
+//!   boots with (generation and PID floor), and reading our arguments back from it
+//!   after the kexec.
 //! - [`parse_kernel_config`], [`check_checkpoint_support`]: whether a kernel was built
 //!   with what checkpoint, restore, kexec and the pmem area need.
 //! - [`known_problems`]: kernel, CRIU and glibc versions known not to work together.
@@ -19,8 +20,9 @@ mod version;
 
 pub use boot::{installed_kernels, is_missing_boot_dir, resolve_kernel, InstalledKernel};
 pub use cmdline::{
-    check_memmap, parse_upgraded_tokens, target_cmdline, CmdlineWarning, UpgradedArgs, WarningKind,
-    GENERATION_KEY, MAX_CMDLINE_LEN, MAX_WARNINGS, PREFIX,
+    check_memmap, check_pid_floor, parse_upgraded_tokens, target_cmdline, CmdlineWarning,
+    UpgradedArgs, WarningKind, GENERATION_KEY, MAX_CMDLINE_LEN, MAX_PID_FLOOR, MAX_WARNINGS,
+    MIN_PID_FLOOR, PID_FLOOR_KEY, PREFIX,
 };
 pub use error::{KernelError, Result};
 pub use kconfig::{

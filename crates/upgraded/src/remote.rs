@@ -245,25 +245,34 @@ pub fn upgrade(
         }
         return Ok(());
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "upgrading to {kernel} stops the running kernel; pass --yes to confirm \
-                 when not on a terminal"
-            );
-        }
-        eprint!("checkpoint the configured workloads and kexec into {kernel}? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("not confirmed; nothing was changed");
-        }
-    }
+    confirm(
+        yes,
+        &format!("checkpoint the configured workloads and kexec into {kernel}"),
+    )?;
     let p = connect()?;
     // Subscribe before the call: the job may report before the reply arrives.
     let progress = p.receive_job_progress()?;
     let finished = p.receive_job_finished()?;
     let job = p.upgrade(kernel).map_err(|e| call_error("upgrade", e))?;
+    follow_job(
+        job,
+        progress,
+        finished,
+        json,
+        out,
+        &format!("upgrade to {kernel}"),
+    )
+}
+
+/// Shows a job's progress until its `JobFinished`; fails when the job failed.
+fn follow_job(
+    job: u32,
+    progress: api::JobProgressIterator,
+    finished: api::JobFinishedIterator,
+    json: bool,
+    out: &mut dyn Write,
+    what: &str,
+) -> anyhow::Result<()> {
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -309,7 +318,7 @@ pub fn upgrade(
         if a.success {
             return Ok(());
         }
-        bail!("upgrade to {kernel} failed");
+        bail!("{what} failed");
     }
     bail!(
         "lost the connection to upgraded before job {job} reported its end; \
@@ -317,10 +326,34 @@ pub fn upgrade(
     )
 }
 
-pub fn rollback(out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn rollback(yes: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    confirm(
+        yes,
+        "checkpoint the configured workloads and kexec back into the known-good kernel",
+    )?;
     let p = connect()?;
+    let progress = p.receive_job_progress()?;
+    let finished = p.receive_job_finished()?;
     let job = p.rollback().map_err(|e| call_error("rollback", e))?;
-    writeln!(out, "rollback started as job {job}")?;
+    follow_job(job, progress, finished, json, out, "rollback")
+}
+
+/// Asks on a terminal; elsewhere requires --yes.
+fn confirm(yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "this stops the running kernel ({what}); pass --yes to confirm when not on a terminal"
+        );
+    }
+    eprint!("{what}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("not confirmed; nothing was changed");
+    }
     Ok(())
 }
 

@@ -170,7 +170,7 @@ fn cmdline_round_trip_through_the_target_kernel() {
     let current = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-50-amd64 root=/dev/vda1 ro console=ttyS0 \
                    memmap=512M!1G upgraded.generation=previous\n";
     let extra = vec!["nokaslr".to_string()];
-    let line = target_cmdline(current, "g-0002", &extra, Some("512M!1G")).unwrap();
+    let line = target_cmdline(current, "g-0002", None, &extra, Some("512M!1G")).unwrap();
     assert_eq!(
         line,
         "root=/dev/vda1 ro console=ttyS0 upgraded.generation=g-0002 memmap=512M!1G nokaslr"
@@ -183,7 +183,7 @@ fn cmdline_round_trip_through_the_target_kernel() {
     );
     assert!(args.warnings.is_empty());
     // And the next upgrade from there replaces, never accumulates.
-    let next = target_cmdline(&line, "g-0003", &extra, Some("512M!1G")).unwrap();
+    let next = target_cmdline(&line, "g-0003", None, &extra, Some("512M!1G")).unwrap();
     assert_eq!(next.matches("upgraded.").count(), 1);
     assert_eq!(next.matches("memmap=").count(), 1);
     assert_eq!(next.matches("nokaslr").count(), 1);

@@ -83,6 +83,8 @@ struct FakeHost {
     commands: BTreeMap<String, CommandOutput>,
     cgroups: BTreeMap<String, Vec<u32>>,
     ttys: BTreeSet<u32>,
+    /// Processes born after the table was read: child -> parent.
+    born_later: BTreeMap<u32, u32>,
 }
 
 impl FakeHost {
@@ -184,6 +186,13 @@ impl Host for FakeHost {
 
     fn own_pid(&self) -> u32 {
         OWN_PID
+    }
+
+    fn parent_of(&self, pid: u32) -> Option<u32> {
+        self.born_later
+            .get(&pid)
+            .copied()
+            .or_else(|| table().get(pid).map(|p| p.ppid))
     }
 }
 
@@ -704,4 +713,18 @@ fn quoting_for_hints() {
     assert_eq!(shell_quote("my work"), "'my work'");
     assert_eq!(shell_quote("it's"), r"'it'\''s'");
     assert_eq!(shell_quote(""), "''");
+}
+
+#[test]
+fn a_child_born_between_the_two_reads_still_owns_the_cgroup() {
+    // 602 was forked by 101 after the table was read; the cgroup lists it.
+    let mut host = FakeHost::new();
+    host.cgroups.insert(COUNTER.into(), vec![100, 101, 602]);
+    host.born_later.insert(602, 101);
+    let r = resolve_on(&host, Target::Process { pid: 100 }).unwrap();
+    assert!(r.owns_cgroup, "{r:?}");
+    // A stranger in the cgroup (its parent is outside the tree) means sharing.
+    host.born_later.insert(602, 1);
+    let r = resolve_on(&host, Target::Process { pid: 100 }).unwrap();
+    assert!(!r.owns_cgroup);
 }

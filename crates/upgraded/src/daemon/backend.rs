@@ -166,6 +166,7 @@ impl DaemonBackend {
         let cmdline = kernel::target_cmdline(
             &current_cmdline,
             "20000101T000000Z-0000000000000000",
+            None,
             &settings.kernel.extra_cmdline,
             memmap.as_deref(),
         );
@@ -363,13 +364,29 @@ impl api::Backend for DaemonBackend {
         Ok(id)
     }
 
+    /// Back to the known-good kernel of the last upgrade, with the workloads: an
+    /// upgrade whose target is that kernel (same checks, same checkpoint and kexec).
     fn rollback(&self) -> Result<u32, ApiError> {
-        Err(ApiError::Failed(
-            "rollback is not implemented in this build of upgraded yet (it needs the boot \
-             side: upgraded-restore.service); `upgradectl restore --generation ID` restores \
-             a generation's workloads on the running kernel"
-                .into(),
-        ))
+        let (state, _) = load_state(&self.0.settings())?;
+        let Some(u) = state.upgrade() else {
+            return Err(ApiError::NotFound(
+                "no upgrade is recorded, so there is no known-good kernel to go back to".into(),
+            ));
+        };
+        if !state.phase().is_terminal() {
+            return Err(ApiError::Busy(format!(
+                "the upgrade is still under way (state {}); the boot side rolls back by \
+                 itself when the new kernel fails its checks",
+                state.phase()
+            )));
+        }
+        let known_good = u.known_good_release.to_string();
+        if known_good == running_release() {
+            return Err(ApiError::InvalidArgument(format!(
+                "the known-good kernel {known_good} is the one running; nothing to roll back"
+            )));
+        }
+        self.upgrade(&known_good)
     }
 
     fn suspend(&self, name: &str) -> Result<String, ApiError> {

@@ -146,31 +146,14 @@ pub(crate) fn run(
 
     // From here the images are the workloads' only copy: a failure means restoring
     // them here, on the running kernel.
-    let loaded = (|| -> anyhow::Result<kexec::Method> {
-        let memmap = match &settings.area.location {
-            AreaLocation::Pmem {
-                memmap: Some(m), ..
-            } => Some(m.to_string()),
-            _ => None,
-        };
-        let cmdline = crate::kernel::target_cmdline(
-            &plan.current_cmdline,
-            gen.as_str(),
-            &settings.kernel.extra_cmdline,
-            memmap.as_deref(),
-        )?;
-        daemon.progress(
-            job,
-            "loading",
-            &format!("{} with {cmdline}", plan.target.image.display()),
-        );
-        let method = kexec::load(&kexec::LoadRequest {
-            kernel: &plan.target.image,
-            initrd: plan.target.initrd.as_deref(),
-            cmdline: &cmdline,
-        })?;
-        Ok(method)
-    })();
+    daemon.progress(job, "loading", &format!("{}", plan.target.image.display()));
+    let loaded = load_kernel(
+        settings,
+        &plan.target,
+        &gen,
+        &plan.current_cmdline,
+        crate::boot::pid_floor(&report.manifest),
+    );
     let method = match loaded {
         Ok(m) => m,
         Err(e) => {
@@ -230,10 +213,41 @@ fn back_out(
     }
 }
 
+/// Loads `target` for a kexec that restores generation `gen`: our arguments replace
+/// any old ones on the current command line (plus the pmem reservation and the admin's
+/// extra arguments).
+pub(crate) fn load_kernel(
+    settings: &Settings,
+    target: &InstalledKernel,
+    gen: &dumper::manifest::GenerationId,
+    current_cmdline: &str,
+    pid_floor: Option<u32>,
+) -> anyhow::Result<kexec::Method> {
+    let memmap = match &settings.area.location {
+        AreaLocation::Pmem {
+            memmap: Some(m), ..
+        } => Some(m.to_string()),
+        _ => None,
+    };
+    let cmdline = crate::kernel::target_cmdline(
+        current_cmdline,
+        gen.as_str(),
+        pid_floor,
+        &settings.kernel.extra_cmdline,
+        memmap.as_deref(),
+    )?;
+    info!("loading {} with {cmdline}", target.image.display());
+    Ok(kexec::load(&kexec::LoadRequest {
+        kernel: &target.image,
+        initrd: target.initrd.as_deref(),
+        cmdline: &cmdline,
+    })?)
+}
+
 /// Asks systemd for kexec.target, as `systemctl kexec` does: services stop, file
 /// systems unmount, then systemd-shutdown calls kexec. `replace-irreversibly` so that
 /// nothing queued later cancels it.
-fn start_kexec_target() -> anyhow::Result<()> {
+pub(crate) fn start_kexec_target() -> anyhow::Result<()> {
     zbus::block_on(async {
         let conn = zbus::Connection::system().await?;
         let manager = zbus_systemd::systemd1::ManagerProxy::new(&conn).await?;

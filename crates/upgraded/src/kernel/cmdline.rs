@@ -3,9 +3,12 @@
 //!
 //! kexec hands the new kernel nothing but what is reserved in memory and its command
 //! line, so the command line tells the initramfs and the daemon which generation to
-//! restore (`upgraded.generation=<id>`). The reading side runs early in boot as root
-//! and must never be steered by a malformed argument: anything it does not fully
-//! understand is ignored with a warning.
+//! restore (`upgraded.generation=<id>`) and, optionally, the highest PID the restore
+//! needs free (`upgraded.pid_floor=<N>`): the initramfs hook moves the PID counter past
+//! it before boot services take PIDs that CRIU must give back to restored processes
+//! (CRIU restores PIDs as they were; a taken one fails the restore, criu#1716). The
+//! reading side runs early in boot as root and must never be steered by a malformed
+//! argument: anything it does not fully understand is ignored with a warning.
 //!
 //! Arguments are split the way the kernel splits them (`next_arg` in lib/cmdline.c):
 //! at whitespace outside double quotes, where whitespace includes byte 0xA0, a quote
@@ -21,6 +24,13 @@ use super::error::{shown, shown_bytes, KernelError, Result};
 pub const PREFIX: &str = "upgraded.";
 /// The argument that names the generation to restore.
 pub const GENERATION_KEY: &str = "upgraded.generation";
+/// The argument that names the highest PID the restore needs free.
+pub const PID_FLOOR_KEY: &str = "upgraded.pid_floor";
+/// The lowest PID floor: RESERVED_PIDS, below which the kernel never hands out PIDs
+/// again once the counter has wrapped. A floor below it reserves nothing useful.
+pub const MIN_PID_FLOOR: u32 = 300;
+/// The highest PID floor: PID_MAX_LIMIT on 64-bit Linux, the largest `pid_max`.
+pub const MAX_PID_FLOOR: u32 = 4_194_304;
 /// Longest command line the target kernel takes: x86's COMMAND_LINE_SIZE is 2048
 /// bytes with the terminating NUL.
 pub const MAX_CMDLINE_LEN: usize = 2047;
@@ -143,7 +153,11 @@ impl Param<'_> {
 /// `initrd=` (they name the old kernel's files; kexec passes the initramfs itself) and,
 /// when `memmap` is given, without other persistent-memory reservations (`memmap=…!…`),
 /// since ours replaces them; then `upgraded.generation=<generation>`,
-/// `memmap=<memmap>` and the admin's `extra` arguments.
+/// `upgraded.pid_floor=<pid_floor>` when given, `memmap=<memmap>` and the admin's
+/// `extra` arguments. Every old `upgraded.*` argument is dropped, so a floor of an
+/// earlier upgrade never survives into one that gives none.
+///
+/// `pid_floor` must be in [`MIN_PID_FLOOR`]`..=`[`MAX_PID_FLOOR`].
 ///
 /// An argument of `current` that equals one of `extra` is dropped there, as it is
 /// appended again: repeated upgrades do not accumulate the extras.
@@ -154,6 +168,7 @@ impl Param<'_> {
 pub fn target_cmdline(
     current: &str,
     generation: &str,
+    pid_floor: Option<u32>,
     extra: &[String],
     memmap: Option<&str>,
 ) -> Result<String> {
@@ -161,6 +176,9 @@ pub fn target_cmdline(
         id: shown(generation),
         reason: e.reason,
     })?;
+    if let Some(floor) = pid_floor {
+        check_pid_floor(floor)?;
+    }
     if let Some(memmap) = memmap {
         check_memmap(memmap)?;
     }
@@ -230,6 +248,9 @@ pub fn target_cmdline(
     }
 
     kernel_part.push(format!("{GENERATION_KEY}={generation}"));
+    if let Some(floor) = pid_floor {
+        kernel_part.push(format!("{PID_FLOOR_KEY}={floor}"));
+    }
     if let Some(memmap) = memmap {
         kernel_part.push(format!("memmap={memmap}"));
     }
@@ -310,6 +331,20 @@ fn extra_arg_problem(arg: &str, own_memmap: bool) -> Option<String> {
     None
 }
 
+/// Checks a PID floor for `upgraded.pid_floor=`: [`MIN_PID_FLOOR`] to
+/// [`MAX_PID_FLOOR`].
+pub fn check_pid_floor(floor: u32) -> Result<()> {
+    if (MIN_PID_FLOOR..=MAX_PID_FLOOR).contains(&floor) {
+        Ok(())
+    } else {
+        Err(KernelError::InvalidPidFloor {
+            value: floor,
+            min: MIN_PID_FLOOR,
+            max: MAX_PID_FLOOR,
+        })
+    }
+}
+
 /// Checks a `memmap=` value reserving persistent memory: `<size>!<offset>`, numbers as
 /// the kernel's `memparse` reads them.
 pub fn check_memmap(value: &str) -> Result<()> {
@@ -377,6 +412,10 @@ pub struct UpgradedArgs {
     /// The generation to restore, when exactly one valid `upgraded.generation=` was
     /// given.
     pub generation: Option<GenerationId>,
+    /// The highest PID the restore needs free, when exactly one valid
+    /// `upgraded.pid_floor=` was given: decimal digits without sign or leading zero,
+    /// [`MIN_PID_FLOOR`] to [`MAX_PID_FLOOR`]. Read independently of the generation.
+    pub pid_floor: Option<u32>,
     /// Our arguments that were ignored, and why (at most [`MAX_WARNINGS`]).
     pub warnings: Vec<CmdlineWarning>,
     /// Further ignored arguments, not described.
@@ -395,17 +434,21 @@ pub struct CmdlineWarning {
 pub enum WarningKind {
     /// Not an argument upgraded knows.
     UnknownKey,
-    /// `upgraded.generation` without `=<id>`.
+    /// `upgraded.generation` or `upgraded.pid_floor` without `=<value>`.
     MissingValue,
     /// The id is not a valid generation id.
     InvalidGeneration { reason: String },
+    /// The value of `upgraded.pid_floor` is not a decimal number in
+    /// [`MIN_PID_FLOOR`]`..=`[`MAX_PID_FLOOR`].
+    InvalidPidFloor { reason: String },
     /// Quoted: upgraded never writes its arguments in quotes.
     Quoted,
     /// A double quote is not closed, so the argument ran to the end of the line.
     UnbalancedQuote,
     /// After `--`, where arguments belong to init, not the kernel.
     AfterSeparator,
-    /// `upgraded.generation` given `count` times: which one is meant is unclear.
+    /// The argument named by the warning's token (`upgraded.generation` or
+    /// `upgraded.pid_floor`) given `count` times: which one is meant is unclear.
     Duplicate { count: usize },
 }
 
@@ -414,9 +457,12 @@ impl fmt::Display for CmdlineWarning {
         write!(f, "ignored kernel argument {}: ", self.token)?;
         match &self.problem {
             WarningKind::UnknownKey => f.write_str("upgraded knows no such argument"),
-            WarningKind::MissingValue => write!(f, "{GENERATION_KEY} needs =<id>"),
+            WarningKind::MissingValue => f.write_str("it needs =<value>"),
             WarningKind::InvalidGeneration { reason } => {
                 write!(f, "not a valid generation id: {reason}")
+            }
+            WarningKind::InvalidPidFloor { reason } => {
+                write!(f, "not a valid PID floor: {reason}")
             }
             WarningKind::Quoted => f.write_str("upgraded writes its arguments without quotes"),
             WarningKind::UnbalancedQuote => f.write_str("an opening double quote is never closed"),
@@ -425,8 +471,7 @@ impl fmt::Display for CmdlineWarning {
             }
             WarningKind::Duplicate { count } => write!(
                 f,
-                "{GENERATION_KEY} is given {count} times and it is unclear which one is \
-                 meant, so none is used"
+                "given {count} times and it is unclear which one is meant, so none is used"
             ),
         }
     }
@@ -447,11 +492,12 @@ impl UpgradedArgs {
 
 /// Reads our arguments from a command line (the contents of `/proc/cmdline`). Never
 /// fails: what is malformed is reported in `warnings` and otherwise ignored, and the
-/// generation is set only when it is given once and is valid.
+/// generation and the PID floor are each set only when given once and valid.
 pub fn parse_upgraded_tokens(cmdline: &str) -> UpgradedArgs {
     let mut out = UpgradedArgs::default();
     let (args, _) = split_args(cmdline.as_bytes());
     let mut generations: Vec<Option<GenerationId>> = Vec::new();
+    let mut floors: Vec<Option<u32>> = Vec::new();
     let mut after_separator = false;
     for arg in &args {
         let p = param(arg.raw);
@@ -466,24 +512,37 @@ pub fn parse_upgraded_tokens(cmdline: &str) -> UpgradedArgs {
             out.warn(arg.raw, WarningKind::AfterSeparator);
             continue;
         }
-        if p.key != GENERATION_KEY.as_bytes() {
-            out.warn(arg.raw, WarningKind::UnknownKey);
-            continue;
-        }
-        // Every generation argument counts towards duplicates, valid or not: with two,
+        // Every argument of a key counts towards duplicates, valid or not: with two,
         // the one that looks valid may be the stale or planted one.
-        let id = generation_of(&mut out, arg, &p);
-        generations.push(id);
+        if p.key == GENERATION_KEY.as_bytes() {
+            let id = generation_of(&mut out, arg, &p);
+            generations.push(id);
+        } else if p.key == PID_FLOOR_KEY.as_bytes() {
+            let floor = pid_floor_of(&mut out, arg, &p);
+            floors.push(floor);
+        } else {
+            out.warn(arg.raw, WarningKind::UnknownKey);
+        }
     }
-    match generations.len() {
-        0 => {}
-        1 => out.generation = generations.pop().flatten(),
-        count => out.warn(GENERATION_KEY.as_bytes(), WarningKind::Duplicate { count }),
-    }
+    out.generation = only_one(&mut out, GENERATION_KEY, generations);
+    out.pid_floor = only_one(&mut out, PID_FLOOR_KEY, floors);
     out
 }
 
-fn generation_of(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'_>) -> Option<GenerationId> {
+/// The value of a key given exactly once, or `None` with a warning for duplicates.
+fn only_one<T>(out: &mut UpgradedArgs, key: &str, mut values: Vec<Option<T>>) -> Option<T> {
+    match values.len() {
+        0 => None,
+        1 => values.pop().flatten(),
+        count => {
+            out.warn(key.as_bytes(), WarningKind::Duplicate { count });
+            None
+        }
+    }
+}
+
+/// The unquoted value of one of our arguments, or `None` with a warning.
+fn value_of<'a>(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'a>) -> Option<&'a [u8]> {
     if arg.unbalanced {
         out.warn(arg.raw, WarningKind::UnbalancedQuote);
         return None;
@@ -492,10 +551,14 @@ fn generation_of(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'_>) -> Opt
         out.warn(arg.raw, WarningKind::Quoted);
         return None;
     }
-    let Some(value) = p.value else {
+    if p.value.is_none() {
         out.warn(arg.raw, WarningKind::MissingValue);
-        return None;
-    };
+    }
+    p.value
+}
+
+fn generation_of(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'_>) -> Option<GenerationId> {
+    let value = value_of(out, arg, p)?;
     let checked = std::str::from_utf8(value)
         .map_err(|_| "it is not valid UTF-8".to_string())
         .and_then(|v| GenerationId::new(v).map_err(|e| e.reason));
@@ -505,6 +568,51 @@ fn generation_of(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'_>) -> Opt
             out.warn(arg.raw, WarningKind::InvalidGeneration { reason });
             None
         }
+    }
+}
+
+fn pid_floor_of(out: &mut UpgradedArgs, arg: &RawArg<'_>, p: &Param<'_>) -> Option<u32> {
+    let value = value_of(out, arg, p)?;
+    match parse_pid_floor(value) {
+        Ok(floor) => Some(floor),
+        Err(reason) => {
+            out.warn(arg.raw, WarningKind::InvalidPidFloor { reason });
+            None
+        }
+    }
+}
+
+/// A PID floor as upgraded writes it: ASCII decimal digits only (no sign, no spaces,
+/// no `0x`, no leading zero), in [`MIN_PID_FLOOR`]`..=`[`MAX_PID_FLOOR`].
+fn parse_pid_floor(value: &[u8]) -> std::result::Result<u32, String> {
+    if value.is_empty() {
+        return Err("the value is empty".into());
+    }
+    if let Some(&c) = value.iter().find(|c| !c.is_ascii_digit()) {
+        let shown = if c.is_ascii_graphic() {
+            format!("'{}'", c as char)
+        } else {
+            format!("byte 0x{c:02x}")
+        };
+        return Err(format!(
+            "contains {shown}, but only the digits 0-9 are allowed"
+        ));
+    }
+    if value.len() > 1 && value[0] == b'0' {
+        return Err("has a leading zero".into());
+    }
+    let out_of_range = || format!("is outside {MIN_PID_FLOOR}..={MAX_PID_FLOOR}");
+    // Digits only and at most 10 of them: fits in a u64 without overflow.
+    if value.len() > 10 {
+        return Err(out_of_range());
+    }
+    let n: u64 = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(out_of_range)?;
+    match u32::try_from(n) {
+        Ok(n) if (MIN_PID_FLOOR..=MAX_PID_FLOOR).contains(&n) => Ok(n),
+        _ => Err(out_of_range()),
     }
 }
 
@@ -572,7 +680,7 @@ mod tests {
 
     #[test]
     fn debian_cmdline_gets_our_generation() {
-        let line = target_cmdline(DEBIAN, "g-20250101", &[], None).unwrap();
+        let line = target_cmdline(DEBIAN, "g-20250101", None, &[], None).unwrap();
         assert_eq!(
             line,
             "root=UUID=0b4b5d6e-1c1f-4c3a-9d1e-2f3a4b5c6d7e ro quiet upgraded.generation=g-20250101"
@@ -583,7 +691,7 @@ mod tests {
     fn old_upgraded_arguments_are_replaced_not_repeated() {
         let current =
             "root=/dev/vda1 upgraded.generation=old upgraded.foo \"upgraded.generation=q\" ro";
-        let line = target_cmdline(current, "new", &[], None).unwrap();
+        let line = target_cmdline(current, "new", None, &[], None).unwrap();
         assert_eq!(line, "root=/dev/vda1 ro upgraded.generation=new");
         assert_eq!(line.matches("upgraded.").count(), 1);
     }
@@ -592,7 +700,7 @@ mod tests {
     fn bootloader_arguments_are_dropped() {
         let current = "BOOT_IMAGE=(hd0,gpt2)/vmlinuz initrd=\\initrd.img initrd=/x ro";
         assert_eq!(
-            target_cmdline(current, "g1", &[], None).unwrap(),
+            target_cmdline(current, "g1", None, &[], None).unwrap(),
             "ro upgraded.generation=g1"
         );
     }
@@ -600,12 +708,12 @@ mod tests {
     #[test]
     fn quoted_values_stay_single_arguments() {
         let current = "root=/dev/vda1 foo=\"a b\" \"x y\" dyndbg=\"file a.c +p\"";
-        let line = target_cmdline(current, "g1", &[], None).unwrap();
+        let line = target_cmdline(current, "g1", None, &[], None).unwrap();
         assert_eq!(
             line,
             "root=/dev/vda1 foo=\"a b\" \"x y\" dyndbg=\"file a.c +p\" upgraded.generation=g1"
         );
-        let again = target_cmdline(&line, "g2", &[], None).unwrap();
+        let again = target_cmdline(&line, "g2", None, &[], None).unwrap();
         assert_eq!(again, line.replace("g1", "g2"));
     }
 
@@ -613,14 +721,14 @@ mod tests {
     fn memmap_is_replaced_only_when_we_add_ours() {
         let current = "root=/dev/vda1 memmap=512M!1G ro";
         assert_eq!(
-            target_cmdline(current, "g1", &[], None).unwrap(),
+            target_cmdline(current, "g1", None, &[], None).unwrap(),
             "root=/dev/vda1 memmap=512M!1G ro upgraded.generation=g1"
         );
         assert_eq!(
-            target_cmdline(current, "g1", &[], Some("256M!1G")).unwrap(),
+            target_cmdline(current, "g1", None, &[], Some("256M!1G")).unwrap(),
             "root=/dev/vda1 ro upgraded.generation=g1 memmap=256M!1G"
         );
-        let line = target_cmdline(current, "g1", &[], Some("512M!1G")).unwrap();
+        let line = target_cmdline(current, "g1", None, &[], Some("512M!1G")).unwrap();
         assert_eq!(line.matches("memmap=").count(), 1, "{line}");
     }
 
@@ -629,7 +737,7 @@ mod tests {
         // A bad-RAM reservation ($) stays; only the pmem entry (!) is replaced.
         let current = "memmap=64K$0x18690000 memmap=512M!1G,4K$0x1000 memmap=exactmap ro";
         assert_eq!(
-            target_cmdline(current, "g1", &[], Some("512M!2G")).unwrap(),
+            target_cmdline(current, "g1", None, &[], Some("512M!2G")).unwrap(),
             "memmap=64K$0x18690000 memmap=4K$0x1000 memmap=exactmap ro upgraded.generation=g1 memmap=512M!2G"
         );
     }
@@ -638,13 +746,13 @@ mod tests {
     fn ours_go_before_init_arguments() {
         let current = "root=/dev/vda1 ro -- --init-flag upgraded.generation=stale single";
         assert_eq!(
-            target_cmdline(current, "g1", &strings(&["nokaslr"]), Some("512M!1G")).unwrap(),
+            target_cmdline(current, "g1", None, &strings(&["nokaslr"]), Some("512M!1G")).unwrap(),
             "root=/dev/vda1 ro upgraded.generation=g1 memmap=512M!1G nokaslr -- --init-flag single"
         );
         // After "--", kernel-looking arguments are init's and stay as they are.
         let current = "ro -- initrd=/x memmap=1G!1G";
         assert_eq!(
-            target_cmdline(current, "g1", &[], Some("512M!1G")).unwrap(),
+            target_cmdline(current, "g1", None, &[], Some("512M!1G")).unwrap(),
             "ro upgraded.generation=g1 memmap=512M!1G -- initrd=/x memmap=1G!1G"
         );
     }
@@ -654,6 +762,7 @@ mod tests {
         let line = target_cmdline(
             "ro",
             "g1",
+            None,
             &strings(&["console=ttyS0,115200", "nokaslr", "loglevel=7"]),
             None,
         )
@@ -667,14 +776,14 @@ mod tests {
     #[test]
     fn extras_do_not_pile_up_over_upgrades() {
         let extra = strings(&["nokaslr", "loglevel=4"]);
-        let first = target_cmdline("ro loglevel=7", "g1", &extra, None).unwrap();
+        let first = target_cmdline("ro loglevel=7", "g1", None, &extra, None).unwrap();
         assert_eq!(
             first,
             "ro loglevel=7 upgraded.generation=g1 nokaslr loglevel=4"
         );
-        let second = target_cmdline(&first, "g2", &extra, None).unwrap();
+        let second = target_cmdline(&first, "g2", None, &extra, None).unwrap();
         assert_eq!(second, first.replace("g1", "g2"));
-        let third = target_cmdline(&second, "g3", &extra, None).unwrap();
+        let third = target_cmdline(&second, "g3", None, &extra, None).unwrap();
         assert_eq!(third, first.replace("g1", "g3"));
     }
 
@@ -696,7 +805,7 @@ mod tests {
             ("upgraded.anything", "upgraded's own"),
             ("initrd=/boot/initrd.img", "initramfs"),
         ] {
-            let err = target_cmdline("ro", "g1", &strings(&[arg]), None).unwrap_err();
+            let err = target_cmdline("ro", "g1", None, &strings(&[arg]), None).unwrap_err();
             assert!(
                 matches!(err, KernelError::InvalidExtraArg { .. }),
                 "{arg:?}: {err}"
@@ -705,10 +814,10 @@ mod tests {
         }
         // A pmem memmap among the extras clashes with ours, not otherwise.
         let extra = strings(&["memmap=1G!4G"]);
-        assert!(target_cmdline("ro", "g1", &extra, Some("512M!1G")).is_err());
-        assert!(target_cmdline("ro", "g1", &extra, None).is_ok());
+        assert!(target_cmdline("ro", "g1", None, &extra, Some("512M!1G")).is_err());
+        assert!(target_cmdline("ro", "g1", None, &extra, None).is_ok());
         let bad_ram = strings(&["memmap=64K$0x1000"]);
-        assert!(target_cmdline("ro", "g1", &bad_ram, Some("512M!1G")).is_ok());
+        assert!(target_cmdline("ro", "g1", None, &bad_ram, Some("512M!1G")).is_ok());
     }
 
     #[test]
@@ -723,15 +832,15 @@ mod tests {
             "a\0b",
             "x;rm",
         ] {
-            let err = target_cmdline("ro", bad, &[], None).unwrap_err();
+            let err = target_cmdline("ro", bad, None, &[], None).unwrap_err();
             assert!(
                 matches!(err, KernelError::InvalidGeneration { .. }),
                 "{bad:?}: {err}"
             );
         }
-        assert!(target_cmdline("ro", &"g".repeat(65), &[], None).is_err());
-        assert!(target_cmdline("ro", &"g".repeat(64), &[], None).is_ok());
-        assert!(target_cmdline("ro", "2025-01-01T10.00_x", &[], None).is_ok());
+        assert!(target_cmdline("ro", &"g".repeat(65), None, &[], None).is_err());
+        assert!(target_cmdline("ro", &"g".repeat(64), None, &[], None).is_ok());
+        assert!(target_cmdline("ro", "2025-01-01T10.00_x", None, &[], None).is_ok());
     }
 
     #[test]
@@ -763,22 +872,22 @@ mod tests {
             let err = check_memmap(bad).unwrap_err();
             assert!(err.to_string().contains(why), "{bad:?}: {err}");
         }
-        assert!(target_cmdline("ro", "g1", &[], Some("512M")).is_err());
+        assert!(target_cmdline("ro", "g1", None, &[], Some("512M")).is_err());
     }
 
     #[test]
     fn unusable_current_lines_are_refused() {
-        let err = target_cmdline("ro foo=\"unclosed", "g1", &[], None).unwrap_err();
+        let err = target_cmdline("ro foo=\"unclosed", "g1", None, &[], None).unwrap_err();
         assert!(err.to_string().contains("not closed"), "{err}");
-        let err = target_cmdline("ro a\0b", "g1", &[], None).unwrap_err();
+        let err = target_cmdline("ro a\0b", "g1", None, &[], None).unwrap_err();
         assert!(err.to_string().contains("NUL"), "{err}");
         // U+00E0 is C3 A0 in UTF-8: the kernel splits inside it.
-        let err =
-            target_cmdline("ro x\u{e0}upgraded.generation=evil", "g1", &[], None).unwrap_err();
+        let err = target_cmdline("ro x\u{e0}upgraded.generation=evil", "g1", None, &[], None)
+            .unwrap_err();
         assert!(err.to_string().contains("0xA0"), "{err}");
         // Non-ASCII without byte 0xA0 is carried over.
         assert_eq!(
-            target_cmdline("label=caf\u{e9}", "g1", &[], None).unwrap(),
+            target_cmdline("label=caf\u{e9}", "g1", None, &[], None).unwrap(),
             "label=caf\u{e9} upgraded.generation=g1"
         );
     }
@@ -786,22 +895,113 @@ mod tests {
     #[test]
     fn too_long_lines_are_refused() {
         let current = format!("ro big={}", "x".repeat(2030));
-        let err = target_cmdline(&current, "g1", &[], None).unwrap_err();
+        let err = target_cmdline(&current, "g1", None, &[], None).unwrap_err();
         assert!(
             matches!(err, KernelError::CmdlineTooLong { max: 2047, .. }),
             "{err}"
         );
         let fits = format!("big={}", "x".repeat(MAX_CMDLINE_LEN - 4 - 23));
-        let line = target_cmdline(&fits, "g1", &[], None).unwrap();
+        let line = target_cmdline(&fits, "g1", None, &[], None).unwrap();
         assert_eq!(line.len(), MAX_CMDLINE_LEN);
     }
 
     #[test]
     fn written_lines_read_back() {
-        let line = target_cmdline(DEBIAN, "g-42", &strings(&["nokaslr"]), Some("512M!1G")).unwrap();
+        let line = target_cmdline(
+            DEBIAN,
+            "g-42",
+            None,
+            &strings(&["nokaslr"]),
+            Some("512M!1G"),
+        )
+        .unwrap();
         let args = parse_upgraded_tokens(&line);
         assert_eq!(args.generation.unwrap().as_str(), "g-42");
         assert!(args.warnings.is_empty());
+    }
+
+    #[test]
+    fn pid_floor_goes_next_to_the_generation() {
+        let line = target_cmdline(
+            DEBIAN,
+            "g1",
+            Some(123_456),
+            &strings(&["nokaslr"]),
+            Some("512M!1G"),
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "root=UUID=0b4b5d6e-1c1f-4c3a-9d1e-2f3a4b5c6d7e ro quiet upgraded.generation=g1 \
+             upgraded.pid_floor=123456 memmap=512M!1G nokaslr"
+        );
+        let args = parse_upgraded_tokens(&line);
+        assert_eq!(args.generation.unwrap().as_str(), "g1");
+        assert_eq!(args.pid_floor, Some(123_456));
+        assert!(args.warnings.is_empty(), "{:?}", args.warnings);
+    }
+
+    #[test]
+    fn old_pid_floors_are_dropped() {
+        let current = "ro upgraded.generation=g1 upgraded.pid_floor=5000 quiet \
+                       upgraded.pid_floor=junk \"upgraded.pid_floor=7\"";
+        let replaced = target_cmdline(current, "g2", Some(9000), &[], None).unwrap();
+        assert_eq!(
+            replaced,
+            "ro quiet upgraded.generation=g2 upgraded.pid_floor=9000"
+        );
+        // An upgrade without a floor does not inherit the last one.
+        let without = target_cmdline(&replaced, "g3", None, &[], None).unwrap();
+        assert_eq!(without, "ro quiet upgraded.generation=g3");
+        // Nor do floors after "--" survive there (they are ours, even if misplaced).
+        let line =
+            target_cmdline("ro -- upgraded.pid_floor=400 x", "g4", Some(500), &[], None).unwrap();
+        assert_eq!(
+            line,
+            "ro upgraded.generation=g4 upgraded.pid_floor=500 -- x"
+        );
+    }
+
+    #[test]
+    fn pid_floors_out_of_range_are_refused() {
+        for bad in [0, 1, 299, MAX_PID_FLOOR + 1, u32::MAX] {
+            let err = target_cmdline("ro", "g1", Some(bad), &[], None).unwrap_err();
+            assert!(
+                matches!(err, KernelError::InvalidPidFloor { value, .. } if value == bad),
+                "{bad}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(&bad.to_string()), "{msg}");
+            assert!(msg.contains("300..=4194304"), "{msg}");
+            assert!(check_pid_floor(bad).is_err());
+        }
+        for good in [MIN_PID_FLOOR, 301, 32_768, MAX_PID_FLOOR] {
+            let line = target_cmdline("ro", "g1", Some(good), &[], None).unwrap();
+            assert!(
+                line.ends_with(&format!(" upgraded.pid_floor={good}")),
+                "{line}"
+            );
+            assert_eq!(parse_upgraded_tokens(&line).pid_floor, Some(good));
+        }
+        // The generation is checked first, and a bad floor is refused with a good one.
+        let err = target_cmdline("ro", "../x", Some(0), &[], None).unwrap_err();
+        assert!(
+            matches!(err, KernelError::InvalidGeneration { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_floor_is_not_taken_from_the_extras() {
+        let err = target_cmdline(
+            "ro",
+            "g1",
+            None,
+            &strings(&["upgraded.pid_floor=500"]),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, KernelError::InvalidExtraArg { .. }), "{err}");
     }
 
     // --- reading ---
@@ -955,5 +1155,150 @@ mod tests {
         let args = read(&line.join(" "));
         assert_eq!(args.warnings.len(), MAX_WARNINGS);
         assert_eq!(args.suppressed_warnings, 1000 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn reads_the_pid_floor() {
+        let args = read("ro upgraded.generation=g1 upgraded.pid_floor=40000 quiet\n");
+        assert_eq!(args.generation.unwrap().as_str(), "g1");
+        assert_eq!(args.pid_floor, Some(40_000));
+        assert!(args.warnings.is_empty());
+        // Read independently of the generation: the caller decides what it means alone.
+        let args = read("upgraded.pid_floor=300");
+        assert_eq!(args.generation, None);
+        assert_eq!(args.pid_floor, Some(300));
+        assert_eq!(
+            read("upgraded.pid_floor=4194304").pid_floor,
+            Some(4_194_304)
+        );
+        assert_eq!(read("ro").pid_floor, None);
+    }
+
+    fn floor_warning(line: &str) -> CmdlineWarning {
+        let args = read(line);
+        assert_eq!(args.pid_floor, None, "{line:?}");
+        assert_eq!(args.warnings.len(), 1, "{line:?}: {:?}", args.warnings);
+        args.warnings.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn hostile_pid_floors_are_ignored() {
+        for (line, why) in [
+            ("upgraded.pid_floor=", "empty"),
+            ("upgraded.pid_floor=+500", "'+'"),
+            ("upgraded.pid_floor=-500", "'-'"),
+            ("upgraded.pid_floor=0x1000", "'x'"),
+            ("upgraded.pid_floor=0X1000", "'X'"),
+            ("upgraded.pid_floor=1e6", "'e'"),
+            ("upgraded.pid_floor=500.0", "'.'"),
+            ("upgraded.pid_floor=5_000", "'_'"),
+            ("upgraded.pid_floor=500;reboot", "';'"),
+            ("upgraded.pid_floor=$(reboot)", "'$'"),
+            ("upgraded.pid_floor=500\0", "byte 0x00"),
+            ("upgraded.pid_floor=50\u{e9}", "byte 0xc3"),
+            // Fullwidth digits: is_numeric, not ASCII.
+            ("upgraded.pid_floor=\u{ff15}\u{ff10}\u{ff10}", "byte 0xef"),
+            ("upgraded.pid_floor=0", "outside"),
+            ("upgraded.pid_floor=0500", "leading zero"),
+            ("upgraded.pid_floor=00000000000000000000300", "leading zero"),
+            ("upgraded.pid_floor=299", "outside 300..=4194304"),
+            ("upgraded.pid_floor=4194305", "outside"),
+            ("upgraded.pid_floor=4294967295", "outside"),
+            ("upgraded.pid_floor=4294967296", "outside"),
+            ("upgraded.pid_floor=18446744073709551616", "outside"),
+            (
+                "upgraded.pid_floor=99999999999999999999999999999999999999999",
+                "outside",
+            ),
+            // The kernel splits at the space: the floor is "12", "34" is another argument.
+            ("upgraded.pid_floor=12 34", "outside"),
+        ] {
+            let w = floor_warning(line);
+            let WarningKind::InvalidPidFloor { reason } = &w.problem else {
+                panic!("{line:?}: {w}");
+            };
+            assert!(reason.contains(why), "{line:?}: {reason}");
+            let msg = w.to_string();
+            assert!(msg.contains("not a valid PID floor"), "{msg}");
+            assert!(msg.contains("upgraded.pid_floor"), "{msg}");
+        }
+        let huge = format!("upgraded.pid_floor={}", "9".repeat(100_000));
+        let w = floor_warning(&huge);
+        assert!(matches!(w.problem, WarningKind::InvalidPidFloor { .. }));
+        assert!(w.to_string().len() < 400);
+    }
+
+    #[test]
+    fn pid_floor_quotes_missing_values_and_lookalikes() {
+        assert_eq!(
+            floor_warning("upgraded.pid_floor").problem,
+            WarningKind::MissingValue
+        );
+        assert!(floor_warning("upgraded.pid_floor")
+            .to_string()
+            .contains("=<value>"));
+        assert_eq!(
+            floor_warning("upgraded.pid_floor=\"500\"").problem,
+            WarningKind::Quoted
+        );
+        assert_eq!(
+            floor_warning("\"upgraded.pid_floor=500\"").problem,
+            WarningKind::Quoted
+        );
+        assert_eq!(
+            floor_warning("ro upgraded.pid_floor=\"500 quiet").problem,
+            WarningKind::UnbalancedQuote
+        );
+        for unknown in [
+            "upgraded.Pid_floor=500",
+            "upgraded.pid_floors=500",
+            "upgraded.pid-floor=500",
+            "upgraded.pid_floor.x=500",
+        ] {
+            assert_eq!(
+                floor_warning(unknown).problem,
+                WarningKind::UnknownKey,
+                "{unknown}"
+            );
+        }
+        assert_eq!(
+            read("xupgraded.pid_floor=500 upgraded_pid_floor=500 foo=\"upgraded.pid_floor=500\""),
+            UpgradedArgs::default()
+        );
+        let args = read("ro -- upgraded.pid_floor=500");
+        assert_eq!(args.pid_floor, None);
+        assert_eq!(args.warnings[0].problem, WarningKind::AfterSeparator);
+    }
+
+    #[test]
+    fn two_pid_floors_mean_none() {
+        for line in [
+            "upgraded.pid_floor=500 upgraded.pid_floor=600",
+            "upgraded.pid_floor=500 upgraded.pid_floor=500",
+        ] {
+            let w = floor_warning(line);
+            assert_eq!(w.problem, WarningKind::Duplicate { count: 2 });
+            let msg = w.to_string();
+            assert!(msg.contains("\"upgraded.pid_floor\""), "{msg}");
+            assert!(msg.contains("2 times"), "{msg}");
+        }
+        // A valid one next to an invalid one: neither is used.
+        let args = read("upgraded.pid_floor=500 upgraded.pid_floor=-1 upgraded.pid_floor");
+        assert_eq!(args.pid_floor, None);
+        assert_eq!(args.warnings.len(), 3);
+        assert_eq!(
+            args.warnings[2].problem,
+            WarningKind::Duplicate { count: 3 }
+        );
+        // Duplicate floors do not spoil the generation, nor duplicate generations the floor.
+        let args = read("upgraded.generation=g1 upgraded.pid_floor=500 upgraded.pid_floor=600");
+        assert_eq!(args.generation.unwrap().as_str(), "g1");
+        assert_eq!(args.pid_floor, None);
+        let args = read("upgraded.generation=g1 upgraded.generation=g2 upgraded.pid_floor=500");
+        assert_eq!(args.generation, None);
+        assert_eq!(args.pid_floor, Some(500));
+        assert!(args.warnings[0]
+            .to_string()
+            .contains("\"upgraded.generation\""));
     }
 }

@@ -66,6 +66,12 @@ pub enum KernelError {
     },
 
     #[error(
+        "PID floor {value} is outside {min}..={max}: PIDs below {min} are never handed out \
+         again once the PID counter wraps, and none is above PID_MAX_LIMIT ({max})"
+    )]
+    InvalidPidFloor { value: u32, min: u32, max: u32 },
+
+    #[error(
         "extra kernel argument {arg}: {reason}; fix kernel.extra_cmdline in the configuration \
          (one argument per element)"
     )]
