@@ -126,6 +126,16 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     })?;
 
     store.apply(Event::RestoreStarted)?;
+    // Damaged images cannot be restored on any kernel: no rollback, which would only
+    // fail the same way. The system comes up without the workloads, saying why.
+    if let Err(e) = area.verify(&gen) {
+        let why = format!(
+            "the images of generation {gen} failed verification, nothing was restored: {e}"
+        );
+        error!("{why}");
+        store.apply(Event::Fail { why: why.clone() })?;
+        return Err(anyhow!(why));
+    }
     let manifest = match restore_all(&area, &gen) {
         Ok(m) => m,
         Err(e) => {
