@@ -25,7 +25,8 @@ use crate::kernel;
 use crate::local;
 use crate::state::{BootDecision, Event, KernelRelease, Phase, Recovery, StateStore};
 
-fn running_release() -> String {
+/// `uname -r`.
+pub fn running_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -65,6 +66,16 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         u.to_release
     );
 
+    let roll_back = || {
+        finish_rollback(
+            settings,
+            &area,
+            &store,
+            &gen,
+            &u.known_good_release,
+            &running,
+        )
+    };
     if recovery == Recovery::FinishRollback {
         if decision == BootDecision::GiveUp {
             let why = format!(
@@ -75,27 +86,13 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             store.apply(Event::Fail { why: why.clone() })?;
             return Err(anyhow!(why));
         }
-        return finish_rollback(
-            settings,
-            &area,
-            &store,
-            &gen,
-            &u.known_good_release,
-            &running,
-        );
+        return roll_back();
     }
 
     // After the kexec (Booting, Restoring, HealthCheck).
     if decision == BootDecision::RollBack {
         store.apply(Event::BootAttemptsExceeded)?;
-        return finish_rollback(
-            settings,
-            &area,
-            &store,
-            &gen,
-            &u.known_good_release,
-            &running,
-        );
+        return roll_back();
     }
     if running != u.to_release.as_str() {
         // A reset brought up another kernel (the boot loader's default): the new one
@@ -106,14 +103,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         );
         warn!("{why}");
         store.apply(Event::RollbackStarted { why })?;
-        return finish_rollback(
-            settings,
-            &area,
-            &store,
-            &gen,
-            &u.known_good_release,
-            &running,
-        );
+        return roll_back();
     }
     if args.generation.as_ref() != Some(&gen) {
         warn!(

@@ -10,8 +10,10 @@ use tracing::warn;
 use super::upgrade::{self, Plan};
 use super::Daemon;
 use crate::api::{
-    self, ApiError, CheckReport, GenerationInfo, KernelInfo, StatusInfo, WorkloadInfo,
+    self, ApiError, CheckReport, CheckResult, CheckStatus, GenerationInfo, KernelInfo, StatusInfo,
+    WorkloadInfo,
 };
+use crate::boot::running_release;
 use crate::config::AreaLocation;
 use crate::config::Settings;
 use crate::kernel::{self, InstalledKernel, Version};
@@ -23,12 +25,6 @@ use crate::state::{Phase, StateStore, UpgradeState};
 use dumper::manifest::WorkloadName;
 
 pub struct DaemonBackend(pub Arc<Daemon>);
-
-fn running_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
 
 fn load_state(settings: &Settings) -> Result<(UpgradeState, PathBuf), ApiError> {
     let area = local::open_area(settings).map_err(|e| ApiError::failed(&e))?;
@@ -189,7 +185,29 @@ impl DaemonBackend {
             area_root: area.root(),
             tcp_established,
         };
-        let report = preflight::run(&input, &probe);
+        let mut report = preflight::run(&input, &probe);
+        // Pre-dumps are configured per workload but not built yet: refuse rather than
+        // silently freeze for longer than the admin planned for.
+        let pre_dumping: Vec<&str> = settings
+            .workloads
+            .iter()
+            .filter(|w| w.pre_dump > 0)
+            .map(|w| w.name.as_str())
+            .collect();
+        if !pre_dumping.is_empty() {
+            report.checks.push(CheckResult {
+                name: "pre-dump".into(),
+                status: CheckStatus::Fail,
+                detail: format!(
+                    "workloads {} ask for pre-dumps, which this build of upgraded does not \
+                     do yet",
+                    pre_dumping.join(", ")
+                ),
+                hint: Some(
+                    "set pre_dump = 0 for them (the freeze then covers the whole dump)".into(),
+                ),
+            });
+        }
         let TargetKernel::Found(target) = input.target else {
             return Ok((report, None));
         };
