@@ -201,7 +201,13 @@ fn rollback_kexec(
         let target = kernel::resolve_kernel(Path::new("/boot"), known_good.as_str())?;
         let manifest = area.load(gen)?;
         let current = std::fs::read_to_string("/proc/cmdline")?;
-        upgrade::load_kernel(settings, &target, gen, current.trim(), pid_floor(&manifest))?;
+        upgrade::load_kernel(
+            settings,
+            &target,
+            gen,
+            current.trim(),
+            pid_floor_now(&manifest),
+        )?;
         info!("rolling back: kexec into {known_good}");
         upgrade::start_kexec_target()
     })();
@@ -222,6 +228,18 @@ pub fn pid_floor(manifest: &Manifest) -> Option<u32> {
         .flat_map(|w| w.pids.iter().copied().chain([w.root_pid]))
         .max()
         .map(|p| p.clamp(300, 4_194_304))
+}
+
+/// [`pid_floor`], raised to the kernel's last allocated PID now. The manifest lists
+/// the trees as they were resolved; a shell forks short-lived children between that
+/// and the dump, and CRIU dumps (and must restore) those too. Every PID of the dump was
+/// allocated before this is read, so the last allocated PID bounds them all (the
+/// manifest's maximum covers a wrap-around).
+pub fn pid_floor_now(manifest: &Manifest) -> Option<u32> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    pid_floor(manifest).max(last.map(|p| p.clamp(300, 4_194_304)))
 }
 
 fn restore_all(area: &Area, gen: &GenerationId) -> anyhow::Result<Manifest> {

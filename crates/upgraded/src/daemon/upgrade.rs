@@ -152,7 +152,7 @@ pub(crate) fn run(
         &plan.target,
         &gen,
         &plan.current_cmdline,
-        crate::boot::pid_floor(&report.manifest),
+        crate::boot::pid_floor_now(&report.manifest),
     );
     let method = match loaded {
         Ok(m) => m,
