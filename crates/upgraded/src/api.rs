@@ -354,28 +354,25 @@ impl Signals {
     }
 
     pub fn progress(&self, job: u32, step: &str, detail: &str) {
-        let r = zbus::block_on(self.conn.emit_signal(
-            None::<()>,
-            OBJECT_PATH,
-            INTERFACE,
-            "JobProgress",
-            &(job, step, detail),
-        ));
-        if let Err(e) = r {
-            tracing::warn!("sending JobProgress: {e}");
-        }
+        self.emit("JobProgress", &(job, step, detail));
     }
 
     pub fn finished(&self, job: u32, success: bool, message: &str) {
-        let r = zbus::block_on(self.conn.emit_signal(
-            None::<()>,
-            OBJECT_PATH,
-            INTERFACE,
-            "JobFinished",
-            &(job, success, message),
-        ));
+        self.emit("JobFinished", &(job, success, message));
+    }
+
+    /// A lost signal only costs a client its progress display: logged, not fatal.
+    fn emit<B>(&self, member: &str, body: &B)
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let r =
+            zbus::block_on(
+                self.conn
+                    .emit_signal(None::<()>, OBJECT_PATH, INTERFACE, member, body),
+            );
         if let Err(e) = r {
-            tracing::warn!("sending JobFinished: {e}");
+            tracing::warn!("sending {member}: {e}");
         }
     }
 }

@@ -74,6 +74,17 @@ pub enum AreaLocation {
 }
 
 impl AreaLocation {
+    /// The RAM range a pmem area reserves with `memmap=`, which every kernel the
+    /// images cross must be booted with too.
+    pub fn memmap(&self) -> Option<&Memmap> {
+        match self {
+            AreaLocation::Pmem {
+                memmap: Some(m), ..
+            } => Some(m),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> AreaKind {
         match self {
             AreaLocation::Directory { .. } => AreaKind::Directory,

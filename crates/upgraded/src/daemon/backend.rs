@@ -14,7 +14,6 @@ use crate::api::{
     WorkloadInfo,
 };
 use crate::boot::running_release;
-use crate::config::AreaLocation;
 use crate::config::Settings;
 use crate::kernel::{self, InstalledKernel, Version};
 use crate::kexec::{self, Method};
@@ -151,12 +150,7 @@ impl DaemonBackend {
             TargetKernel::Found(k) => read_config(&k.release),
             TargetKernel::Missing(_) => None,
         };
-        let memmap = match &settings.area.location {
-            AreaLocation::Pmem {
-                memmap: Some(m), ..
-            } => Some(m.to_string()),
-            _ => None,
-        };
+        let memmap = settings.area.location.memmap().map(|m| m.to_string());
         // The generation id is not known yet; a well-formed stand-in of the same length
         // tests the command line's shape and size.
         let cmdline = kernel::target_cmdline(

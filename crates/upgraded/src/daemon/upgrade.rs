@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::recovery::{clear_frozen, record_frozen, restore_missing};
 use super::Daemon;
-use crate::config::{AreaLocation, KnownGood, Settings};
+use crate::config::{KnownGood, Settings};
 use crate::kernel::InstalledKernel;
 use crate::kexec;
 use crate::state::{Event, KernelRelease, StateStore, UpgradeId};
@@ -223,12 +223,7 @@ pub(crate) fn load_kernel(
     current_cmdline: &str,
     pid_floor: Option<u32>,
 ) -> anyhow::Result<kexec::Method> {
-    let memmap = match &settings.area.location {
-        AreaLocation::Pmem {
-            memmap: Some(m), ..
-        } => Some(m.to_string()),
-        _ => None,
-    };
+    let memmap = settings.area.location.memmap().map(|m| m.to_string());
     let cmdline = crate::kernel::target_cmdline(
         current_cmdline,
         gen.as_str(),
