@@ -39,6 +39,10 @@ pub struct CheckpointOptions {
     pub leave_running: bool,
     /// Dump established TCP connections.
     pub tcp_established: bool,
+    /// Recorded in the manifest's `kernel_features`: what the dumping kernel offers
+    /// that the images may rely on (the caller's names; upgraded's are in
+    /// docs/compat.md).
+    pub kernel_features: Vec<String>,
 }
 
 /// A step of a long operation, for progress displays.
@@ -263,6 +267,7 @@ pub fn checkpoint(
         .unwrap_or_default()
         .as_secs();
     let mut manifest = Manifest::new(gen.clone(), created, source);
+    manifest.kernel_features = opts.kernel_features.clone();
 
     // Cgroup-owning workloads first (frozen, dumped leave-running), the one that shares
     // its cgroup last.

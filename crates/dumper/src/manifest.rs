@@ -160,8 +160,9 @@ pub struct Manifest {
     pub created_unix: u64,
     /// The system the dump was made on.
     pub source: SourceSystem,
-    /// The kernel features (CRIU's `criu check --feature` names) the dump relies on,
-    /// which the target kernel must have for a restore.
+    /// The kernel features the dumping kernel offered that the images may rely on
+    /// (names chosen by the caller; upgraded's table is docs/compat.md). The landing
+    /// side compares them with the kernel it restores on.
     pub kernel_features: Vec<String>,
     pub workloads: Vec<Workload>,
 }

@@ -15,6 +15,13 @@
 //! reserved=<yes|no>
 //! ```
 //!
+//! A boot that comes without our arguments although an upgrade waits for it (a reset
+//! or power cut after the kexec was prepared: the boot loader's default kernel starts
+//! with its own command line) gets them from the boot note the daemon left in the
+//! area: `upgraded-reserve-pids.service` runs this program in the real root, as soon
+//! as the area is mounted, with `--boot-note <area>/boot-note`. The note holds the
+//! same arguments, in command-line syntax, and is read by the same strict rules.
+//!
 //! It never blocks or fails the boot: every error is logged (to /dev/kmsg, else
 //! stderr) and the exit status is 0 whatever happened, even on a panic. A boot without
 //! `upgraded.generation=` is an ordinary boot: nothing is done.
@@ -74,7 +81,10 @@ fn main() -> ExitCode {
 /// not documented for use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Paths {
+    /// /proc/cmdline, or the boot note.
     cmdline: PathBuf,
+    /// Whether `cmdline` is the daemon's boot note (`--boot-note`), for the log.
+    note: bool,
     proc: PathBuf,
     run: PathBuf,
     kmsg: PathBuf,
@@ -84,6 +94,7 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             cmdline: "/proc/cmdline".into(),
+            note: false,
             proc: "/proc".into(),
             run: "/run".into(),
             kmsg: "/dev/kmsg".into(),
@@ -91,14 +102,22 @@ impl Default for Paths {
     }
 }
 
-/// `--cmdline FILE`, `--proc DIR`, `--run DIR`, `--kmsg FILE`, each at most once.
+/// `--boot-note FILE` (documented, see the module comment), and for tests `--cmdline
+/// FILE`, `--proc DIR`, `--run DIR`, `--kmsg FILE`; each at most once, and only one of
+/// `--boot-note` and `--cmdline`.
 fn parse_args(args: Vec<OsString>) -> Result<Paths, String> {
     let mut paths = Paths::default();
     let mut seen: Vec<OsString> = Vec::new();
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let slot = match flag.to_str() {
-            Some("--cmdline") => &mut paths.cmdline,
+            Some("--cmdline" | "--boot-note") => {
+                if seen.iter().any(|f| f == "--cmdline" || f == "--boot-note") {
+                    return Err("--cmdline and --boot-note name the same input: give one".into());
+                }
+                paths.note = flag == "--boot-note";
+                &mut paths.cmdline
+            }
             Some("--proc") => &mut paths.proc,
             Some("--run") => &mut paths.run,
             Some("--kmsg") => &mut paths.kmsg,
@@ -355,6 +374,15 @@ fn hook(args: Vec<OsString>, log: &mut Log) -> Outcome {
     }
 }
 
+/// What the arguments were read from, for the log.
+fn source(paths: &Paths) -> String {
+    if paths.note {
+        format!("the boot note {}", paths.cmdline.display())
+    } else {
+        "the kernel command line".into()
+    }
+}
+
 fn run(paths: &Paths, log: &mut Log) -> Outcome {
     let cmdline = match read_capped(&paths.cmdline, MAX_CMDLINE_BYTES) {
         Ok(c) => c,
@@ -377,12 +405,16 @@ fn run(paths: &Paths, log: &mut Log) -> Outcome {
         ));
     }
     let Some(generation) = tokens.generation else {
-        log.info("no valid upgraded.generation= on the kernel command line: nothing to do");
+        log.info(&format!(
+            "no valid upgraded.generation= in {}: nothing to do",
+            source(paths)
+        ));
         return Outcome::NoGeneration;
     };
     let floor_text = tokens.pid_floor.map(|f| f.to_string()).unwrap_or_default();
     log.info(&format!(
-        "booted for generation {generation}, PID floor {}",
+        "booted for generation {generation} (from {}), PID floor {}",
+        source(paths),
         tokens.pid_floor.map_or("none".into(), |f| f.to_string())
     ));
 
@@ -688,6 +720,36 @@ mod tests {
         assert!(log.iter().any(|l| l.contains("reserved=yes")), "{log:?}");
         // pid_max had room: untouched.
         assert_eq!(fake.read("proc/sys/kernel/pid_max"), "4194304\n");
+    }
+
+    #[test]
+    fn a_boot_note_is_read_like_the_command_line() {
+        // What StateStore::write_boot_note writes.
+        let fake = Fake::new(
+            "upgraded.generation=g-0002 upgraded.pid_floor=40000\n",
+            "123\n",
+            "4194304\n",
+        );
+        let mut args = fake.args();
+        args[0] = "--boot-note".into();
+        let (outcome, log) = run_with(args.clone());
+        assert_eq!(
+            outcome,
+            Outcome::Planned {
+                reserved: true,
+                written: true
+            },
+            "{log:?}"
+        );
+        assert_eq!(fake.last_pid(), "40000");
+        assert!(
+            log.iter().any(|l| l.contains("from the boot note")),
+            "{log:?}"
+        );
+        // Both inputs at once are refused, whatever the order.
+        let mut both = args.clone();
+        both.extend(["--cmdline".into(), fake.path("cmdline").into()]);
+        assert_eq!(run_with(both).0, Outcome::BadUsage);
     }
 
     #[test]

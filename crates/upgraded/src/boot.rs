@@ -9,6 +9,8 @@
 //! Never blocks the boot for long and never fails it: every error ends in a recorded
 //! state and a log line, and the unit exits 0 so the system comes up either way.
 
+pub mod compat;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,8 @@ use crate::config::Settings;
 use crate::daemon::{upgrade, UPGRADECTL};
 use crate::kernel;
 use crate::local;
-use crate::state::{BootDecision, Event, KernelRelease, Phase, Recovery, StateStore};
+use crate::state::{BootDecision, Event, KernelRelease, Phase, Recovery, StateStore, Upgrade};
+use compat::Prepared;
 
 /// `uname -r`.
 pub fn running_release() -> String {
@@ -115,43 +118,151 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         release: KernelRelease::new(&running)?,
     })?;
 
-    store.apply(Event::RestoreStarted)?;
-    // Damaged images cannot be restored on any kernel: no rollback, which would only
-    // fail the same way. The system comes up without the workloads, saying why.
-    if let Err(e) = area.verify(&gen) {
+    // The watchdog: whatever hangs from here on (CRIU, a check that leaves an orphan
+    // holding its output open), the new kernel has health.timeout_secs to be blessed;
+    // then it goes back to the known-good kernel by itself.
+    let timeout = settings.health.timeout();
+    let deadline = Instant::now() + timeout;
+    let expired = || {
         let why = format!(
-            "the images of generation {gen} failed verification, nothing was restored: {e}"
+            "no blessing within {} s (health.timeout_secs): the restore or a health check \
+             hangs",
+            timeout.as_secs()
         );
-        error!("{why}");
-        store.apply(Event::Fail { why: why.clone() })?;
-        return Err(anyhow!(why));
-    }
-    let manifest = match restore_all(&area, &gen) {
-        Ok(m) => m,
-        Err(e) => {
-            let why = format!("restoring generation {gen} on {running} failed: {e:#}");
-            error!("{why}");
-            store.apply(Event::RollbackStarted { why })?;
-            return rollback_kexec(settings, &area, &store, &gen, &u.known_good_release);
+        error!("{why}; going back to {}", u.known_good_release);
+        if let Err(e) = store.apply(Event::RollbackStarted { why }) {
+            error!("recording the rollback: {e}");
+        }
+        if let Err(e) = rollback_kexec(settings, &area, &store, &gen, &u.known_good_release) {
+            error!("{e:#}");
         }
     };
-    store.apply(Event::RestoreDone)?;
-    info!("every workload of {gen} runs again on {running}; health checks next");
+    let outcome = watched(timeout, expired, |decision| {
+        restore_and_bless(
+            settings, &area, &store, &gen, &u, &running, deadline, decision,
+        )
+    });
+    outcome.unwrap_or_else(|| {
+        info!("the watchdog decided this boot: see the state");
+        Ok(())
+    })
+}
 
-    match health_check(settings, &manifest) {
-        Ok(()) => {
-            store.apply(Event::HealthPassed)?;
-            info!("{running} is healthy: upgrade blessed");
-            Ok(())
+/// The restore, the health checks and the verdict on the new kernel. Every verdict is
+/// claimed from `decision` first: when the watchdog has claimed it, nothing more is
+/// done here (None).
+#[allow(clippy::too_many_arguments)]
+fn restore_and_bless(
+    settings: &Settings,
+    area: &Area,
+    store: &StateStore,
+    gen: &GenerationId,
+    u: &Upgrade,
+    running: &str,
+    deadline: Instant,
+    decision: &Decision,
+) -> Option<anyhow::Result<()>> {
+    let result = (|| -> anyhow::Result<Option<anyhow::Result<()>>> {
+        store.apply(Event::RestoreStarted)?;
+        // Damaged images cannot be restored on any kernel: no rollback, which would only
+        // fail the same way. The system comes up without the workloads, saying why.
+        if let Err(e) = area.verify(gen) {
+            return Ok(decision.claim(|| {
+                let why = format!(
+                    "the images of generation {gen} failed verification, nothing was restored: {e}"
+                );
+                error!("{why}");
+                store.apply(Event::Fail { why: why.clone() })?;
+                Err(anyhow!(why))
+            }));
         }
-        Err(why) => {
-            error!("health check failed: {why}");
-            store.apply(Event::HealthFailed { why: why.clone() })?;
-            // The restored workloads must go down before their images are restored
-            // on the known-good kernel: the kexec ends them.
-            rollback_kexec(settings, &area, &store, &gen, &u.known_good_release)
+        let restored = assess_generation(area, gen).and_then(|(criu, prepared)| {
+            if prepared.refused.is_empty() {
+                restore_all(area, &criu, &prepared)
+            } else {
+                // The known-good kernel took these images once: go back there rather
+                // than come up here without some of the workloads.
+                Err(anyhow!(
+                    "{running} cannot take every workload: {}",
+                    refusals(&prepared.refused)
+                ))
+            }
+        });
+        let manifest = match restored {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(decision.claim(|| {
+                    let why = format!("restoring generation {gen} on {running} failed: {e:#}");
+                    error!("{why}");
+                    store.apply(Event::RollbackStarted { why })?;
+                    rollback_kexec(settings, area, store, gen, &u.known_good_release)
+                }))
+            }
+        };
+        store.apply(Event::RestoreDone)?;
+        info!("every workload of {gen} runs again on {running}; health checks next");
+
+        let health = health_check(settings, &manifest, deadline);
+        Ok(decision.claim(|| match health {
+            Ok(()) => {
+                store.apply(Event::HealthPassed)?;
+                info!("{running} is healthy: upgrade blessed");
+                Ok(())
+            }
+            Err(why) => {
+                error!("health check failed: {why}");
+                store.apply(Event::HealthFailed { why: why.clone() })?;
+                // The restored workloads must go down before their images are restored
+                // on the known-good kernel: the kexec ends them.
+                rollback_kexec(settings, area, store, gen, &u.known_good_release)
+            }
+        }))
+    })();
+    // An error recording a step is the boot's outcome too, unless the watchdog has
+    // taken over meanwhile.
+    result.unwrap_or_else(|e| decision.claim(|| Err(e)))
+}
+
+/// Who decides how a boot after an upgrade ends: the restore and its checks, or the
+/// watchdog when they take too long. The first to claim acts; the other stands down.
+#[derive(Default)]
+struct Decision(std::sync::Mutex<bool>);
+
+impl Decision {
+    /// Runs `act` unless the decision was claimed already (None). The claim is held
+    /// while `act` runs, so that the other side waits and then stands down.
+    fn claim<T>(&self, act: impl FnOnce() -> T) -> Option<T> {
+        let mut decided = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *decided {
+            return None;
         }
+        *decided = true;
+        Some(act())
     }
+}
+
+/// Runs `body` with a watchdog: unless `body` returns within `timeout`, `expired`
+/// runs, when the decision is still free. `body` claims its verdicts from the same
+/// decision; its result is None when the watchdog had claimed it.
+fn watched<R>(
+    timeout: Duration,
+    expired: impl FnOnce() + Send,
+    body: impl FnOnce(&Decision) -> Option<R>,
+) -> Option<R> {
+    let decision = Decision::default();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let d = &decision;
+        s.spawn(move || {
+            // Disconnected: `body` returned in time.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(timeout) {
+                d.claim(expired);
+            }
+        });
+        let result = body(&decision);
+        drop(done);
+        result
+    })
 }
 
 /// In RollingBack: on the known-good kernel, restore; elsewhere, kexec there.
@@ -167,7 +278,18 @@ fn finish_rollback(
         return rollback_kexec(settings, area, store, gen, known_good);
     }
     info!("on the known-good kernel {running}: restoring generation {gen}");
-    match restore_all(area, gen) {
+    let restored = assess_generation(area, gen)
+        .and_then(|(criu, prepared)| restore_all(area, &criu, &prepared).map(|_| prepared.refused));
+    match restored {
+        Ok(refused) if !refused.is_empty() => {
+            let why = format!(
+                "rolled back to {running}, but it cannot take every workload (the others \
+                 were restored): {}; their images stay in generation {gen}",
+                refusals(&refused)
+            );
+            store.apply(Event::Fail { why: why.clone() })?;
+            Err(anyhow!(why))
+        }
         Ok(_) => {
             store.apply(Event::RollbackDone)?;
             info!("rolled back to {running} with the workloads");
@@ -201,13 +323,11 @@ fn rollback_kexec(
         let target = kernel::resolve_kernel(Path::new("/boot"), known_good.as_str())?;
         let manifest = area.load(gen)?;
         let current = std::fs::read_to_string("/proc/cmdline")?;
-        upgrade::load_kernel(
-            settings,
-            &target,
-            gen,
-            current.trim(),
-            pid_floor_now(&manifest),
-        )?;
+        let floor = pid_floor_now(&manifest);
+        if let Err(e) = store.write_boot_note(gen, floor) {
+            warn!("{e}: a cold boot before the restore will not reserve the workloads' PIDs");
+        }
+        upgrade::load_kernel(settings, &target, gen, current.trim(), floor)?;
         info!("rolling back: kexec into {known_good}");
         upgrade::start_kexec_target()
     })();
@@ -242,18 +362,36 @@ pub fn pid_floor_now(manifest: &Manifest) -> Option<u32> {
     pid_floor(manifest).max(last.map(|p| p.clamp(300, 4_194_304)))
 }
 
-fn restore_all(area: &Area, gen: &GenerationId) -> anyhow::Result<Manifest> {
+/// The version checks of docs/compat.md for generation `gen` on this system: what to
+/// restore from (the generation, or a transformed copy) and what this system cannot
+/// take.
+fn assess_generation(area: &Area, gen: &GenerationId) -> anyhow::Result<(Criu, Prepared)> {
     let manifest = area.load(gen)?;
-    // After a kexec nothing of the generation runs: restore every workload. A PID that
-    // is taken is an error naming its holder (the restore checks), never a skip.
+    let criu = Criu::locate()?;
+    let version = criu.version()?.to_string();
+    let prepared = compat::prepare(area, gen, &manifest, &version)?;
+    Ok((criu, prepared))
+}
+
+/// Restores every workload of the prepared generation that this system can take.
+/// After a kexec nothing of the generation runs: everything is restored. A PID that is
+/// taken is an error naming its holder (the restore checks), never a skip.
+fn restore_all(area: &Area, criu: &Criu, prepared: &Prepared) -> anyhow::Result<Manifest> {
+    let gen = &prepared.generation;
+    let mut manifest = area.load(gen)?;
+    manifest
+        .workloads
+        .retain(|w| !prepared.refused.iter().any(|(n, _)| n == w.name.as_str()));
     let names: Vec<String> = manifest
         .workloads
         .iter()
         .map(|w| w.name.to_string())
         .collect();
-    let criu = Criu::locate()?;
+    if names.is_empty() {
+        return Ok(manifest);
+    }
     let cmd = local::service_restore_cmd_for(UPGRADECTL.into(), area);
-    let reports = checkpoint::restore(area, &criu, gen, &names, Some(&cmd), &mut |_| {})
+    let reports = checkpoint::restore(area, criu, gen, &names, Some(&cmd), &mut |_| {})
         .with_context(|| format!("restoring generation {gen}"))?;
     for r in &reports {
         info!(workload = %r.name, pid = r.pid, "restored in {:.2} s", r.restore_secs);
@@ -261,11 +399,20 @@ fn restore_all(area: &Area, gen: &GenerationId) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
+/// "workload a: why; workload b: why".
+fn refusals(refused: &[(String, String)]) -> String {
+    refused
+        .iter()
+        .map(|(n, why)| format!("workload {n}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The built-in checks after the settle time, then the workloads' own check commands,
 /// then the admin's scripts in `health.scripts_dir` (executable files, in name order;
-/// exit 0 = healthy). All within `health.timeout_secs`.
-fn health_check(settings: &Settings, manifest: &Manifest) -> Result<(), String> {
-    let deadline = Instant::now() + settings.health.timeout();
+/// exit 0 = healthy). All before `deadline`: `health.timeout_secs` after the restore
+/// began.
+fn health_check(settings: &Settings, manifest: &Manifest, deadline: Instant) -> Result<(), String> {
     std::thread::sleep(settings.health.settle());
     for w in &manifest.workloads {
         if !Path::new("/proc").join(w.root_pid.to_string()).exists() {
@@ -373,6 +520,40 @@ mod tests {
             m.workloads.push(w);
         }
         m
+    }
+
+    #[test]
+    fn the_watchdog_stands_down_when_the_body_decides_in_time() {
+        let fired = std::sync::atomic::AtomicBool::new(false);
+        let got = watched(
+            Duration::from_secs(3600),
+            || fired.store(true, std::sync::atomic::Ordering::SeqCst),
+            |d| d.claim(|| "blessed"),
+        );
+        assert_eq!(got, Some("blessed"));
+        assert!(!fired.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_watchdog_decides_when_the_body_hangs_and_the_body_stands_down() {
+        // The body "hangs" until the watchdog has acted, then tries to bless: too late.
+        let (acted, wait) = std::sync::mpsc::channel();
+        let got = watched(
+            Duration::from_millis(10),
+            move || acted.send(()).unwrap(),
+            |d| {
+                wait.recv().unwrap();
+                d.claim(|| "blessed")
+            },
+        );
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn a_decision_is_claimed_once() {
+        let d = Decision::default();
+        assert_eq!(d.claim(|| 1), Some(1));
+        assert_eq!(d.claim(|| 2), None);
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub fn checkpoint(
         &CheckpointOptions {
             leave_running: args.leave_running,
             tcp_established,
+            kernel_features: crate::boot::compat::running_features(),
         },
         &mut progress.step(),
     )?;

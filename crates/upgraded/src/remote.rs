@@ -87,6 +87,9 @@ pub fn status(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
         return Ok(());
     }
     let s: StatusInfo = api::from_json("Status", &text)?;
+    if let Some(banner) = banner(&s) {
+        writeln!(out, "{banner}\n")?;
+    }
     writeln!(out, "running kernel  {}", s.running_kernel)?;
     writeln!(out, "state           {}", s.state)?;
     writeln!(
@@ -111,6 +114,22 @@ pub fn status(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out)?;
     write!(out, "{}", s.report)?;
     Ok(())
+}
+
+/// What an admin must not miss: an upgrade that failed after its commit left the
+/// system up without the workloads it carried, and only their images remain.
+fn banner(s: &StatusInfo) -> Option<String> {
+    if s.report.state != crate::state::Phase::Failed {
+        return None;
+    }
+    let gen = s.report.generation.as_ref()?;
+    Some(format!(
+        "ATTENTION: the last upgrade failed; the workloads it carried are NOT running.\n\
+         Their images are kept in generation {gen}: `upgradectl images verify {gen}`, then \
+         `upgradectl restore --generation {gen}` brings them back on this kernel.\n\
+         Why: {}",
+        s.report.last_error.as_deref().unwrap_or("(not recorded)")
+    ))
 }
 
 pub fn kernels(json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -388,4 +407,44 @@ pub fn reload(out: &mut dyn Write) -> anyhow::Result<()> {
     p.reload().map_err(|e| call_error("reload", e))?;
     writeln!(out, "configuration reloaded")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Outcome, Phase, StageSeconds, UpgradeReport};
+
+    fn status(state: Phase, generation: Option<&str>) -> StatusInfo {
+        StatusInfo {
+            running_kernel: "6.1.0-50-amd64".into(),
+            state: state.to_string(),
+            known_good_kernel: None,
+            current_generation: generation.map(str::to_owned),
+            job: None,
+            config_error: None,
+            report: UpgradeReport {
+                upgrade_id: None,
+                state,
+                outcome: Outcome::Failed,
+                generation: generation.map(|g| g.parse().unwrap()),
+                from: None,
+                to: None,
+                boot_attempts: 1,
+                stages: StageSeconds::default(),
+                blackout_secs: None,
+                last_error: Some("the rollback's restore failed".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_failure_after_the_commit_is_headlined_with_the_way_back() {
+        let b = banner(&status(Phase::Failed, Some("g1"))).unwrap();
+        assert!(b.contains("NOT running"), "{b}");
+        assert!(b.contains("upgradectl restore --generation g1"), "{b}");
+        assert!(b.contains("the rollback's restore failed"), "{b}");
+        // Before a commit the workloads were left running: nothing to headline.
+        assert_eq!(banner(&status(Phase::Failed, None)), None);
+        assert_eq!(banner(&status(Phase::Blessed, Some("g1"))), None);
+    }
 }

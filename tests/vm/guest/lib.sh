@@ -83,3 +83,148 @@ area_for_daemon() {
 
 # The value of a top-level key of `upgradectl status --json`.
 status_field() { upgradectl status --json | json_field "['$1']"; }
+
+# --- four workloads: issue 5's scenarios 1 and 2 -------------------------------------
+
+# Starts a shell counter (scope counter.scope), a TCP client and server with an
+# established connection (tcp.scope), a tmux session (socket "demo") and a systemd
+# service (counterd.service); records their PIDs in /root/pids and prints the
+# [[workload]] configuration for area_for_daemon.
+four_workloads_start() {
+    systemd-run --quiet --scope --unit=counter.scope bash -c \
+        'i=0; while :; do echo "$i" > /root/counter.new; mv -f /root/counter.new /root/counter; i=$((i + 1)); sleep 0.2; done' \
+        </dev/null >/dev/null 2>&1 &
+    systemd-run --quiet --scope --unit=tmux-demo.scope \
+        tmux -L demo new-session -d -s main -x 100 -y 20 \
+        'i=0; while :; do echo "count $i on $(uname -r)"; i=$((i + 1)); sleep 0.5; done'
+    cat > /root/tcp.py <<'PY'
+import os, socket, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 7777))
+srv.listen(1)
+cli = socket.create_connection(("127.0.0.1", 7777))
+conn, _ = srv.accept()
+i = 0
+while True:
+    msg = f"{i}\n".encode()
+    cli.sendall(msg)
+    got = conn.recv(64)
+    conn.sendall(got)          # the server echoes
+    back = cli.recv(64)
+    with open("/root/tcp.state.new", "w") as f:
+        f.write(f"{i} {'ok' if back == msg else 'MISMATCH'}\n")
+    os.rename("/root/tcp.state.new", "/root/tcp.state")
+    i += 1
+    time.sleep(0.2)
+PY
+    systemd-run --quiet --scope --unit=tcp.scope python3 /root/tcp.py </dev/null >/dev/null 2>&1 &
+    cat > /root/counterd.py <<'PY'
+import os, time
+i = 0
+while True:
+    with open("/root/svc.counter.new", "w") as f:
+        f.write(f"{i}\n")
+    os.rename("/root/svc.counter.new", "/root/svc.counter")
+    i += 1
+    time.sleep(0.2)
+PY
+    cat > /etc/systemd/system/counterd.service <<'UNIT'
+[Service]
+ExecStart=/usr/bin/python3 /root/counterd.py
+Restart=always
+UNIT
+    systemctl daemon-reload
+    systemctl start counterd.service
+    wait_for /root/counter >&2
+    wait_for /root/svc.counter >&2
+    wait_for /root/tcp.state 60 >&2
+    local counter server svc
+    counter=$(systemctl show -p ControlGroup --value counter.scope | xargs -I{} cat /sys/fs/cgroup{}/cgroup.procs | head -n 1)
+    server=$(tmux -L demo display-message -p '#{pid}')
+    svc=$(systemctl show -p MainPID --value counterd.service)
+    echo "$counter $server $svc" > /root/pids
+    echo "counter PID $counter, tmux server $server, counterd $svc" >&2
+    cat <<'EOF2'
+
+[[workload]]
+name = "counter"
+kind = "scope"
+unit = "counter.scope"
+
+[[workload]]
+name = "tcp"
+kind = "scope"
+unit = "tcp.scope"
+tcp_established = true
+
+[[workload]]
+name = "shell"
+kind = "tmux"
+socket = "demo"
+
+[[workload]]
+name = "counterd"
+kind = "service"
+unit = "counterd.service"
+EOF2
+}
+
+# After the upgrade to $1: all four run with their PIDs and make progress.
+four_workloads_check() {
+    local kver=$1 counter server svc a b n1 s1 n2 s2
+    read -r counter server svc < /root/pids
+    [[ $(ps -o comm= -p "$counter") == bash ]] || fail "the counter is not PID $counter"
+    [[ $(tmux -L demo display-message -p '#{pid}') == "$server" ]] || fail "tmux server is not PID $server"
+    [[ $(systemctl show -p MainPID --value counterd.service) == "$svc" ]] || fail "counterd's main PID is not $svc"
+    systemctl is-active -q counterd.service || fail "counterd.service is not active"
+    a=$(counter_value /root/counter) b=$(counter_value /root/svc.counter)
+    sleep 2
+    (( $(counter_value /root/counter) > a )) || fail "the counter does not count"
+    (( $(counter_value /root/svc.counter) > b )) || fail "counterd does not count"
+    read -r n1 s1 < /root/tcp.state
+    sleep 1
+    read -r n2 s2 < /root/tcp.state
+    [[ $s2 == ok ]] || fail "TCP data mismatch after the upgrade"
+    ((n2 > n1)) || fail "no data crossed the restored TCP connection ($n1 -> $n2)"
+    echo "the TCP connection carries data on $(uname -r): exchange $n2 $s2"
+    tmux -L demo capture-pane -p -t main | grep count | tail -n 2
+    tmux -L demo capture-pane -p -t main | grep -q "on $kver" || fail "the tmux pane does not run on $kver"
+    echo "all four workloads continue on $(uname -r) with their PIDs ($counter, $server, $svc)"
+}
+
+# --- PID pressure: issue 5's scenario 5 -----------------------------------------------
+
+# Installs pid-pressure.service: early in every boot (no default dependencies, pulled
+# in by sysinit.target, ordered after nothing of ours) it forks a thousand short-lived
+# processes, twenty at a time, and logs the first and last PID it saw.
+install_pid_pressure() {
+    cat > /etc/systemd/system/pid-pressure.service <<'UNIT'
+[Unit]
+Description=PID pressure: a thousand short-lived processes early in boot
+DefaultDependencies=no
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/bash -c 'first=; for ((i = 1; i <= 1000; i++)); do /bin/true & p=$$!; first=$${first:-$$p}; ((i %% 20)) || wait; done; wait; echo "pid-pressure: 1000 processes, PIDs $$first..$$p"'
+[Install]
+WantedBy=sysinit.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable -q pid-pressure.service
+}
+
+# Waits for this boot's pid-pressure.service to finish (it runs beside the restore and
+# may outlast multi-user.target), prints its line; fails unless it ran. Sets
+# PRESSURE_FIRST.
+pid_pressure_report() {
+    local line i
+    for ((i = 0; i < 300; i++)); do
+        [[ $(systemctl show -p ActiveState --value pid-pressure.service) == activating ]] || break
+        sleep 1
+    done
+    line=$(journalctl -b -o cat -u pid-pressure.service | grep -m1 '^pid-pressure:') ||
+        fail "pid-pressure.service did not run in this boot: $(systemctl status pid-pressure.service 2>&1 | tail -n 5)"
+    echo "$line"
+    PRESSURE_FIRST=$(sed -E 's/.*PIDs ([0-9]+)\.\..*/\1/' <<< "$line")
+}

@@ -78,6 +78,7 @@ impl preflight::Probe for RealProbe<'_> {
             &dumper::checkpoint::CheckpointOptions {
                 leave_running: true,
                 tcp_established: self.tcp_established,
+                kernel_features: Vec::new(),
             },
             scratch.path(),
         )?;

@@ -93,6 +93,7 @@ pub(crate) fn run(
         &CheckpointOptions {
             leave_running: false,
             tcp_established: plan.tcp_established,
+            kernel_features: crate::boot::compat::running_features(),
         },
         &mut |step| match step {
             Step::Freezing => {
@@ -147,13 +148,11 @@ pub(crate) fn run(
     // From here the images are the workloads' only copy: a failure means restoring
     // them here, on the running kernel.
     daemon.progress(job, "loading", &format!("{}", plan.target.image.display()));
-    let loaded = load_kernel(
-        settings,
-        &plan.target,
-        &gen,
-        &plan.current_cmdline,
-        crate::boot::pid_floor_now(&report.manifest),
-    );
+    let floor = crate::boot::pid_floor_now(&report.manifest);
+    if let Err(e) = store.write_boot_note(&gen, floor) {
+        warn!("{e}: a cold boot before the restore will not reserve the workloads' PIDs");
+    }
+    let loaded = load_kernel(settings, &plan.target, &gen, &plan.current_cmdline, floor);
     let method = match loaded {
         Ok(m) => m,
         Err(e) => {

@@ -44,6 +44,14 @@ pub const MAX_STATE_SIZE: u64 = 1024 * 1024;
 /// The state file's name in the state directory.
 pub const STATE_FILE: &str = "state.json";
 
+/// The boot note's name in the state directory: `upgraded.generation=<id>
+/// upgraded.pid_floor=<N>`, the same arguments the kexec'd kernel gets on its command
+/// line, for a boot that comes without them (a reset or power cut after the kexec was
+/// prepared: the boot loader starts its default kernel with its own command line).
+/// `upgraded-reserve-pids.service` hands it to the initramfs hook's reader early in
+/// the real root. Written when a kexec is loaded, removed when the upgrade ends.
+pub const BOOT_NOTE_FILE: &str = "boot-note";
+
 /// Where the daemon keeps its state: on the persistent disk (not /run), since the
 /// state must survive the kexec and a reboot; next to the area's `generations/`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/upgraded";
@@ -425,7 +433,48 @@ impl StateStore {
                     source,
                 })?;
         self.save(&state)?;
+        if state.phase().is_terminal() {
+            // Nothing waits for a boot any more. A note left behind would only move
+            // the PID counter up on the next cold boots; say so and go on.
+            if let Err(e) = self.remove_boot_note() {
+                tracing::warn!("{e}");
+            }
+        }
         Ok(state)
+    }
+
+    /// Writes the boot note (see [`BOOT_NOTE_FILE`]) for generation `gen`.
+    pub fn write_boot_note(
+        &self,
+        gen: &dumper::manifest::GenerationId,
+        pid_floor: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut note = format!("upgraded.generation={gen}");
+        if let Some(floor) = pid_floor {
+            note.push_str(&format!(" upgraded.pid_floor={floor}"));
+        }
+        note.push('\n');
+        self.create_dir()?;
+        let path = self.dir.join(BOOT_NOTE_FILE);
+        let tmp = self.dir.join(format!(".{BOOT_NOTE_FILE}.tmp"));
+        dumper::write_atomic(&path, &tmp, note.as_bytes()).map_err(|e| StoreError::Io {
+            action: "writing the boot note",
+            path,
+            source: io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Removes the boot note; a missing one is fine.
+    pub fn remove_boot_note(&self) -> Result<(), StoreError> {
+        let path = self.dir.join(BOOT_NOTE_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io {
+                action: "removing the boot note",
+                path,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Loads the state, counts a boot ([`UpgradeState::count_boot_attempt`]) and saves
