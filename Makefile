@@ -4,6 +4,7 @@
 #   make install    install into $(DESTDIR)$(PREFIX) the way a distribution would
 #   make deb        build target/debian/upgraded_<version>_amd64.deb (needs dpkg-deb)
 #   make demo       the main job: a guest switches kernels while a session keeps running
+#   make bench      the blackout benchmark in a guest (SIZES="64 512" for more sizes)
 #   make check      every test: unit tests, then the VM suite (needs root; installs
 #                   qemu, mmdebstrap and the test kernels itself)
 
@@ -25,7 +26,7 @@ DOCDIR      := $(PREFIX)/share/doc/upgraded
 SYSCONFDIR  ?= /etc
 RELEASE     := target/release
 
-.PHONY: all build install deb unit-test vm-test check demo clean
+.PHONY: all build install deb unit-test vm-test check demo bench clean
 
 all: build
 
@@ -89,6 +90,10 @@ check: unit-test vm-test
 
 demo:
 	tests/vm/demo
+
+# The blackout benchmark (issue 6): figures and ratios, not a test. SIZES in MiB.
+bench:
+	tests/vm/bench/run $(SIZES)
 
 clean:
 	$(CARGO) clean

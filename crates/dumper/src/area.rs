@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! <root>/generations/<id>/manifest.json        committed generations
-//! <root>/generations/<id>/<workload>/<image>   one flat image directory per workload
+//! <root>/generations/<id>/<workload>/<image>   one image directory per workload
+//! <root>/generations/<id>/<workload>/pre-<i>/  its pre-dumps, if any, and CRIU's
+//!                                              `parent` links between them
 //! <root>/generations/.tmp-<id>/                a generation being written
 //! <root>/generations/.del-<id>/                a generation being removed
 //! ```
+//!
+//! A workload directory holds regular files, `pre-1` to `pre-<N>` holding regular
+//! files, and the `parent` links the manifest lists (see [`crate::manifest`]); anything
+//! else, a link elsewhere or with another target included, is refused. Files are never
+//! opened through a symbolic link.
 //!
 //! A generation becomes visible by one rename of `.tmp-<id>` to `<id>`, after every
 //! image, the manifest and every directory were synced: a committed generation is
@@ -25,8 +32,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{create_private_dir, remove_any, set_mode, sync_dir, DIR_MODE, FILE_MODE};
 use crate::manifest::{
-    shown, temp_path_for, Checksum, FileName, GenerationId, GenerationState, ImageFile, Manifest,
-    ValidationError, Workload, WorkloadName, WorkloadState, MANIFEST_FILE,
+    layout_problem, pre_dump_dir, pre_dump_index, shown, temp_path_for, Checksum, GenerationId,
+    GenerationState, ImageFile, ImageLink, ImageName, LayoutEntry, LinkName, LinkTarget, Manifest,
+    ValidationError, Workload, WorkloadName, WorkloadState, MANIFEST_FILE, PARENT_LINK,
 };
 
 /// The directory under the root that holds the generations.
@@ -184,9 +192,10 @@ impl Area {
     }
 
     /// Checks generation `id` against its manifest: nothing missing, nothing extra,
-    /// every image of the recorded size and checksum. Sizes and listings are checked for
-    /// every workload before any image is hashed, so the cheap errors come first; the
-    /// first problem found is returned. Returns the manifest.
+    /// every image of the recorded size and checksum, every `parent` link with the
+    /// recorded target. Sizes and listings are checked for every workload before any
+    /// image is hashed, so the cheap errors come first; the first problem found is
+    /// returned. Returns the manifest.
     pub fn verify(&self, id: &GenerationId) -> Result<Manifest> {
         let manifest = self.load(id)?;
         let dir = self.generation_path(id);
@@ -216,6 +225,20 @@ impl Area {
                 }
                 Err(e) => return Err(e).at("reading metadata of", wdir),
             }
+            let pre_dumps = workload.pre_dumps();
+            // Real directories, before anything in them is looked at: no check below
+            // may follow a link out of the workload.
+            for &i in &pre_dumps {
+                let path = wdir.join(pre_dump_dir(i));
+                match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => return Err(Error::NotADirectory { path }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(Error::WorkloadDirMissing { path })
+                    }
+                    Err(e) => return Err(e).at("reading metadata of", path),
+                }
+            }
             for image in &workload.images {
                 let path = wdir.join(image.name.as_str());
                 let meta = match fs::symlink_metadata(&path) {
@@ -236,12 +259,36 @@ impl Area {
                     });
                 }
             }
+            for link in &workload.links {
+                check_link_on_disk(&wdir.join(link.name.as_str()), &link.target)?;
+            }
+            let listed = |rel: &str| {
+                workload.images.iter().any(|i| i.name.as_str() == rel)
+                    || workload.links.iter().any(|l| l.name.as_str() == rel)
+            };
             for name in sorted_entries(&wdir)? {
-                if !workload.images.iter().any(|i| name == i.name.as_str()) {
+                let known = name.to_str().is_some_and(|n| {
+                    listed(n) || pre_dump_index(n).is_some_and(|i| pre_dumps.contains(&i))
+                });
+                if !known {
                     return Err(Error::UnexpectedEntry {
                         path: wdir.join(name),
-                        reason: "not an image listed in the manifest".into(),
+                        reason: "not an image, link or pre-dump directory listed in the \
+                                 manifest"
+                            .into(),
                     });
+                }
+            }
+            for &i in &pre_dumps {
+                let dir = pre_dump_dir(i);
+                let pdir = wdir.join(&dir);
+                for name in sorted_entries(&pdir)? {
+                    if !name.to_str().is_some_and(|n| listed(&format!("{dir}/{n}"))) {
+                        return Err(Error::UnexpectedEntry {
+                            path: pdir.join(name),
+                            reason: "not an image or link listed in the manifest".into(),
+                        });
+                    }
                 }
             }
         }
@@ -250,7 +297,7 @@ impl Area {
             let wdir = dir.join(workload.name.as_str());
             for image in &workload.images {
                 let path = wdir.join(image.name.as_str());
-                let (checksum, size) = Checksum::of_reader(open_no_follow(&path)?, &path)?;
+                let (checksum, size) = Checksum::of_reader(open_image(&wdir, &image.name)?, &path)?;
                 // The size was right a moment ago; the file may have changed since.
                 if size != image.size {
                     return Err(Error::ImageSizeMismatch {
@@ -389,9 +436,11 @@ impl PendingGeneration {
 
     /// Commits the generation described by `manifest`:
     ///
-    /// 1. every file of every workload directory is made 0600, hashed and fsynced; a
-    ///    workload whose `images` is empty gets them filled in from its directory, a
-    ///    non-empty list must match the directory exactly (names, sizes, checksums);
+    /// 1. every file of every workload directory (and of its pre-dump directories) is
+    ///    made 0600, hashed and fsynced, and the `parent` links are read and checked
+    ///    against the layout rules; a workload whose `images` and `links` are empty
+    ///    gets them filled in from its directory, otherwise the lists must match the
+    ///    directory exactly (names, sizes, checksums, link targets);
     /// 2. the states become committed (the generation's, and each pending workload's);
     /// 3. the manifest is written atomically and every directory is fsynced;
     /// 4. `.tmp-<id>` is renamed to `<id>` and `generations/` fsynced.
@@ -433,11 +482,19 @@ impl PendingGeneration {
         for workload in &mut manifest.workloads {
             let wdir = self.dir.join(workload.name.as_str());
             let found = seal_workload_dir(&wdir)?;
+            let unlisted = workload.images.is_empty() && workload.links.is_empty();
             match found {
-                None if workload.images.is_empty() => {}
+                None if unlisted => {}
                 None => return Err(Error::WorkloadDirMissing { path: wdir }),
-                Some(found) if workload.images.is_empty() => workload.images = found,
-                Some(found) => check_listed_images(&wdir, &workload.images, &found)?,
+                Some(found) => {
+                    check_layout(&wdir, &found)?;
+                    if unlisted {
+                        (workload.images, workload.links) = (found.images, found.links);
+                    } else {
+                        check_listed_images(&wdir, &workload.images, &found.images)?;
+                        check_listed_links(&wdir, &workload.links, &found.links)?;
+                    }
+                }
             }
         }
 
@@ -468,47 +525,154 @@ impl PendingGeneration {
     }
 }
 
-/// Makes a workload directory durable and private and lists its images: each file is
-/// set to 0600, hashed (streamed) and fsynced in one pass, then the directory is set
-/// to 0700 and fsynced. `None` if the directory does not exist.
-fn seal_workload_dir(dir: &Path) -> Result<Option<Vec<ImageFile>>> {
+/// What a workload directory holds.
+struct Found {
+    images: Vec<ImageFile>,
+    links: Vec<ImageLink>,
+}
+
+/// Makes a workload directory durable and private and lists its images and links:
+/// each file is set to 0600, hashed (streamed) and fsynced in one pass, each `parent`
+/// link read, then each directory set to 0700 and fsynced, pre-dump directories
+/// before the workload's. `None` if the directory does not exist.
+fn seal_workload_dir(dir: &Path) -> Result<Option<Found>> {
     match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err(Error::NotADirectory { path: dir.into() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).at("reading metadata of", dir),
     }
-    let mut images = Vec::new();
-    for name in sorted_entries(dir)? {
+    let mut found = Found {
+        images: Vec::new(),
+        links: Vec::new(),
+    };
+    seal_dir(dir, None, &mut found)?;
+    Ok(Some(found))
+}
+
+/// Seals the workload directory `wdir` (`pre` is `None`) or its pre-dump directory
+/// `pre-<pre>`, adding what it holds to `found`.
+fn seal_dir(wdir: &Path, pre: Option<u32>, found: &mut Found) -> Result<()> {
+    let (dir, prefix) = match pre {
+        None => (wdir.to_path_buf(), String::new()),
+        Some(i) => (wdir.join(pre_dump_dir(i)), format!("{}/", pre_dump_dir(i))),
+    };
+    let unexpected = |path: &Path, problem: ValidationError| Error::UnexpectedEntry {
+        path: path.to_path_buf(),
+        reason: problem.to_string(),
+    };
+    for name in sorted_entries(&dir)? {
         let path = dir.join(&name);
-        let name = name
-            .into_string()
-            .map_err(|raw| {
-                ValidationError::new("image file name", &raw.to_string_lossy(), "is not UTF-8")
-            })
-            .and_then(FileName::new)
-            .map_err(|problem| Error::UnexpectedEntry {
-                path: path.clone(),
-                reason: problem.to_string(),
-            })?;
+        let name = name.into_string().map_err(|raw| {
+            let problem =
+                ValidationError::new("image file name", &raw.to_string_lossy(), "is not UTF-8");
+            unexpected(&path, problem)
+        })?;
         let meta = fs::symlink_metadata(&path).at("reading metadata of", &path)?;
+        let rel = format!("{prefix}{name}");
+        if meta.file_type().is_symlink() && name == PARENT_LINK {
+            let target = fs::read_link(&path).at("reading the link", &path)?;
+            let target = target.into_os_string().into_string().map_err(|raw| {
+                let problem =
+                    ValidationError::new("link target", &raw.to_string_lossy(), "is not UTF-8");
+                unexpected(&path, problem)
+            })?;
+            found.links.push(ImageLink {
+                name: LinkName::new(rel).map_err(|p| unexpected(&path, p))?,
+                target: LinkTarget::new(target).map_err(|p| unexpected(&path, p))?,
+            });
+            continue;
+        }
+        if let (true, None, Some(i)) = (meta.is_dir(), pre, pre_dump_index(&name)) {
+            seal_dir(wdir, Some(i), found)?;
+            continue;
+        }
         if !meta.is_file() {
             return Err(Error::NotARegularFile { path });
         }
-        let file = open_no_follow(&path)?;
+        let name = ImageName::new(rel).map_err(|p| unexpected(&path, p))?;
+        let file = open_image(wdir, &name)?;
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
             .at("setting the mode of", &path)?;
         let (checksum, size) = Checksum::of_reader(&file, &path)?;
         file.sync_all().at("syncing", &path)?;
-        images.push(ImageFile {
+        found.images.push(ImageFile {
             name,
             size,
             checksum,
         });
     }
-    set_mode(dir, DIR_MODE)?;
-    sync_dir(dir)?;
-    Ok(Some(images))
+    set_mode(&dir, DIR_MODE)?;
+    sync_dir(&dir)
+}
+
+/// Refuses a directory whose layout breaks the rules of the manifest format, naming
+/// the entry: caught here, a bad link is reported as the path it is at.
+fn check_layout(wdir: &Path, found: &Found) -> Result<()> {
+    let Some((entry, reason)) = layout_problem(&found.images, &found.links) else {
+        return Ok(());
+    };
+    let name = match entry {
+        LayoutEntry::Image(i) => found.images[i].name.as_str(),
+        LayoutEntry::LinkName(i) | LayoutEntry::LinkTarget(i) => found.links[i].name.as_str(),
+    };
+    let reason = match entry {
+        LayoutEntry::LinkTarget(i) => format!("a link to {}: {reason}", found.links[i].target),
+        _ => reason,
+    };
+    Err(Error::UnexpectedEntry {
+        path: wdir.join(name),
+        reason,
+    })
+}
+
+/// Checks the links a caller listed against those found in the directory.
+fn check_listed_links(dir: &Path, listed: &[ImageLink], found: &[ImageLink]) -> Result<()> {
+    for link in listed {
+        let actual = found.iter().find(|f| f.name == link.name);
+        if actual.map(|a| &a.target) != Some(&link.target) {
+            return Err(Error::LinkMismatch {
+                path: dir.join(link.name.as_str()),
+                expected: link.target.to_string(),
+                found: match actual {
+                    Some(a) => format!("a link to {}", shown(a.target.as_str())),
+                    None => "missing".into(),
+                },
+            });
+        }
+    }
+    if let Some(extra) = found
+        .iter()
+        .find(|f| !listed.iter().any(|l| l.name == f.name))
+    {
+        return Err(Error::UnexpectedEntry {
+            path: dir.join(extra.name.as_str()),
+            reason: "not a link listed in the manifest".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `path` is a symbolic link to `expected`, exactly (never following it).
+fn check_link_on_disk(path: &Path, expected: &LinkTarget) -> Result<()> {
+    let found = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::read_link(path).at("reading the link", path)?;
+            if target.as_os_str() == expected.as_str() {
+                return Ok(());
+            }
+            format!("a link to {}", shown(&target.to_string_lossy()))
+        }
+        Ok(meta) if meta.is_dir() => "a directory".into(),
+        Ok(_) => "not a symbolic link".into(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "missing".into(),
+        Err(e) => return Err(e).at("reading metadata of", path),
+    };
+    Err(Error::LinkMismatch {
+        path: path.to_path_buf(),
+        expected: expected.to_string(),
+        found,
+    })
 }
 
 /// Checks the images a caller listed against those found in the directory.
@@ -612,6 +776,33 @@ fn open_no_follow(path: &Path) -> Result<fs::File> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .at("opening", path)
+}
+
+/// Opens image `name` of workload directory `wdir` for reading without following a
+/// symbolic link below `wdir`: a pre-dump directory is opened with O_NOFOLLOW too, and
+/// the file relative to it, so a directory swapped for a link after the checks is
+/// refused as well.
+fn open_image(wdir: &Path, name: &ImageName) -> Result<fs::File> {
+    let path = wdir.join(name.as_str());
+    let Some((dir, file)) = name.as_str().split_once('/') else {
+        return open_no_follow(&path);
+    };
+    let dir_path = wdir.join(dir);
+    let dir_fd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
+        .open(&dir_path)
+        .at("opening directory", &dir_path)?;
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        &dir_fd,
+        file,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .at("opening", &path)?;
+    Ok(fs::File::from(fd))
 }
 
 /// The names in `dir`, sorted so that checks and errors come in a stable order.

@@ -9,6 +9,11 @@
 //! - if the commit fails after that last dump stopped its workload, the workload is
 //!   restored from the pending images at once;
 //! - any error thaws everything we froze.
+//!
+//! With pre-dumps, each workload is first pre-dumped while it runs (CRIU tracks its
+//! memory from then on), into `pre-1` to `pre-<N>` of its image directory, each linked
+//! to the one before; the final dump after the freeze then writes only the pages
+//! dirtied since the last pre-dump. The layout is described in [`crate::manifest`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,12 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use crate::area::Area;
+use crate::area::{Area, PendingGeneration};
 use crate::criu::{Criu, DumpOptions, RestoreOptions};
 use crate::freezer::{Cgroup2Mount, Freezer};
 use crate::manifest::{
-    Checksum, GenerationId, GenerationState, Manifest, SourceSystem, Workload, WorkloadKind,
-    WorkloadState,
+    pre_dump_dir, Checksum, GenerationId, GenerationState, Manifest, SourceSystem, Workload,
+    WorkloadKind, WorkloadState, MAX_PRE_DUMPS,
 };
 use crate::workload::{Resolved, Target};
 use crate::{cmd, podman, service, sockdirs, Error};
@@ -43,11 +48,28 @@ pub struct CheckpointOptions {
     /// that the images may rely on (the caller's names; upgraded's are in
     /// docs/compat.md).
     pub kernel_features: Vec<String>,
+    /// Pre-dump iterations before the freeze (0: none, at most
+    /// [`MAX_PRE_DUMPS`]). Not for podman containers.
+    pub pre_dump: u32,
+    /// Per-workload iterations (by workload name), overriding `pre_dump`.
+    pub pre_dump_by_name: BTreeMap<String, u32>,
+}
+
+impl CheckpointOptions {
+    /// The pre-dump iterations of workload `name`.
+    pub fn pre_dumps_of(&self, name: &str) -> u32 {
+        self.pre_dump_by_name
+            .get(name)
+            .copied()
+            .unwrap_or(self.pre_dump)
+    }
 }
 
 /// A step of a long operation, for progress displays.
 #[derive(Debug, Clone, Copy)]
 pub enum Step<'a> {
+    /// Pre-dump iteration `.1` (from 1) of workload `.0`, which keeps running.
+    PreDumping(&'a str, u32),
     Freezing,
     Dumping(&'a str),
     Committing,
@@ -68,8 +90,12 @@ pub struct CheckpointReport {
 #[derive(Debug, Clone)]
 pub struct WorkloadReport {
     pub name: String,
+    /// The final dump's time (the pre-dumps run before the freeze).
     pub dump_secs: f64,
+    /// What the final dump wrote.
     pub image_bytes: u64,
+    /// What each pre-dump wrote, in order (empty without pre-dumps).
+    pub pre_dump_bytes: Vec<u64>,
 }
 
 /// A name for a new generation: the UTC time and the kernel it was made on.
@@ -180,6 +206,71 @@ fn mw_options(dopts: &DumpOptions, w: &Resolved, socket_dirs: &str) -> BTreeMap<
     o
 }
 
+/// The options of pre-dump `i` (from 1) of `w`: those of the final dump, tracking
+/// memory, with the previous pre-dump as parent (CRIU resolves the path from the new
+/// images directory and links `parent` to it).
+fn pre_dump_options(w: &Resolved, o: &CheckpointOptions, i: u32) -> DumpOptions {
+    // A pre-dump never stops the tree, whatever leave_running says. No freeze_cgroup:
+    // CRIU stops the tasks with ptrace, which ends with CRIU. Had it frozen the cgroup
+    // and died, the cgroup would stay frozen, and our freeze would take it for frozen
+    // by someone else and leave it so.
+    let mut dopts = dump_options(w, o, true);
+    dopts.track_mem = true;
+    dopts.parent = (i > 1).then(|| format!("../{}", pre_dump_dir(i - 1)));
+    dopts
+}
+
+/// Turns the final dump's options into those that follow `pre_dumps` pre-dumps.
+fn chain_final_dump(dopts: &mut DumpOptions, pre_dumps: u32) {
+    if pre_dumps > 0 {
+        // Only what changed since the last pre-dump; CRIU links `parent` to it.
+        dopts.track_mem = true;
+        dopts.parent = Some(pre_dump_dir(pre_dumps));
+    }
+}
+
+/// Records the pre-dumps in a workload's manifest options: how many, and what each
+/// wrote (for reports; restore needs neither, it follows the links).
+fn record_pre_dumps(options: &mut BTreeMap<String, String>, bytes: &[u64]) {
+    if bytes.is_empty() {
+        return;
+    }
+    options.insert("pre_dump".into(), bytes.len().to_string());
+    let each: Vec<String> = bytes.iter().map(u64::to_string).collect();
+    options.insert("pre_dump_bytes".into(), each.join(","));
+}
+
+/// Pre-dumps `w` as often as `opts` says for it while it runs: iteration i into
+/// `<images>/pre-<i>`, with `../pre-<i-1>` as its parent from the second on. Returns
+/// the bytes each wrote.
+fn pre_dump(
+    criu: &Criu,
+    pending: &PendingGeneration,
+    gen: &GenerationId,
+    w: &Resolved,
+    opts: &CheckpointOptions,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Vec<u64>, Error> {
+    let n = opts.pre_dumps_of(w.name.as_str());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let images = pending.workload_dir(&w.name)?;
+    // CRIU's work directory, shared with the final dump: pre-dump.log next to
+    // dump.log (each pre-dump's log replaces the one before, so a failed one stays).
+    let logs = log_dir(gen, w.name.as_str())?;
+    let mut bytes = Vec::new();
+    for i in 1..=n {
+        let dir = images.join(pre_dump_dir(i));
+        crate::fsutil::create_private_dir(&dir)?;
+        info!(workload = %w.name, pid = w.root_pid, iteration = i, "pre-dumping");
+        progress(Step::PreDumping(w.name.as_str(), i));
+        criu.pre_dump(&pre_dump_options(w, opts, i), &dir, &logs)?;
+        bytes.push(dir_bytes(&dir));
+    }
+    Ok(bytes)
+}
+
 /// Restores the tree in `images` with the options it was dumped with; returns its PID.
 fn restore_images(
     criu: &Criu,
@@ -251,6 +342,18 @@ pub fn checkpoint(
     if workloads.is_empty() {
         return Err(Error::NothingToCheckpoint);
     }
+    for w in workloads {
+        let n = opts.pre_dumps_of(w.name.as_str());
+        if n > MAX_PRE_DUMPS {
+            return Err(Error::TooManyPreDumps {
+                requested: n,
+                max: MAX_PRE_DUMPS,
+            });
+        }
+        if n > 0 && matches!(w.target, Target::Podman { .. }) {
+            return Err(podman::pre_dump_unsupported(&w.name));
+        }
+    }
     // Workloads we cannot freeze ourselves are dumped last, by a dump that stops them:
     // those sharing their cgroup, and podman containers (podman freezes them itself).
     let frozen_by_us = |w: &Resolved| w.owns_cgroup && w.kind != WorkloadKind::Podman;
@@ -299,6 +402,24 @@ pub fn checkpoint(
             return Err(e);
         }
     };
+
+    // Pre-dumps while everything runs, so that the freeze lasts only for the pages
+    // dirtied since. A pre-dump never stops its tree: on error all still run.
+    let mut pre_dump_bytes = Vec::with_capacity(order.len());
+    for w in &order {
+        match pre_dump(criu, &pending, &gen, w, opts, progress) {
+            Ok(bytes) => pre_dump_bytes.push(bytes),
+            Err(e) => {
+                abandon(pending);
+                release_all();
+                return Err(Error::DumpFailed {
+                    workload: w.name.to_string(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+
     let t_freeze = Instant::now();
     progress(Step::Freezing);
     let cgroups: Vec<String> = order
@@ -324,10 +445,11 @@ pub fn checkpoint(
 
     let mut reports = Vec::new();
     let mut stopped_by_dump: Option<(&Resolved, PathBuf, BTreeMap<String, String>)> = None;
-    for w in &order {
+    for (w, pre_dump_bytes) in order.iter().zip(pre_dump_bytes) {
         // Only a workload we could not freeze is dumped by a dump that stops it.
         let leave_running = opts.leave_running || frozen_by_us(w);
         let mut dopts = dump_options(w, opts, leave_running);
+        chain_final_dump(&mut dopts, opts.pre_dumps_of(w.name.as_str()));
         let result = (|| {
             let images = pending.workload_dir(&w.name)?;
             let logs = log_dir(&gen, w.name.as_str())?;
@@ -357,20 +479,23 @@ pub fn checkpoint(
         })();
         match result {
             Ok((images, secs, socket_dirs)) => {
+                let mut options = mw_options(&dopts, w, &socket_dirs);
+                record_pre_dumps(&mut options, &pre_dump_bytes);
                 reports.push(WorkloadReport {
                     name: w.name.to_string(),
                     dump_secs: secs,
                     image_bytes: dir_bytes(&images),
+                    pre_dump_bytes,
                 });
                 if !leave_running {
-                    stopped_by_dump = Some((w, images, mw_options(&dopts, w, &socket_dirs)));
+                    stopped_by_dump = Some((w, images, options.clone()));
                 }
                 let mut mw = Workload::new(w.name.clone(), w.kind, w.root_pid);
                 mw.pids = w.pids.clone();
                 mw.unit = w.unit.clone();
                 mw.cgroup = w.cgroup.clone();
                 mw.command_line = w.command_line.clone();
-                mw.options = mw_options(&dopts, w, &socket_dirs);
+                mw.options = options;
                 mw.state = WorkloadState::Pending;
                 manifest.workloads.push(mw);
             }
@@ -719,6 +844,116 @@ mod tests {
         let b = new_generation_id("6.1.0-50-amd64").unwrap();
         assert_ne!(a, b);
         assert!(a.as_str().ends_with("-6.1.0-50-amd64"), "{a}");
+    }
+
+    fn resolved(name: &str, target: Target) -> Resolved {
+        Resolved {
+            name: crate::manifest::WorkloadName::new(name).unwrap(),
+            kind: WorkloadKind::Tmux,
+            target,
+            root_pid: 100,
+            pids: vec![100, 101],
+            unit: None,
+            cgroup: Some("/a.scope".into()),
+            command_line: vec!["tmux".into()],
+            rss_bytes: 0,
+            owns_cgroup: true,
+            session_leader: true,
+            uses_tty: true,
+        }
+    }
+
+    #[test]
+    fn pre_dumps_chain_through_parent_links() {
+        let w = resolved("tmux:a", Target::Process { pid: 100 });
+        let o = CheckpointOptions {
+            tcp_established: true,
+            pre_dump: 3,
+            ..Default::default()
+        };
+        let first = pre_dump_options(&w, &o, 1);
+        assert!(first.track_mem && first.leave_running && first.tcp_established);
+        assert_eq!(first.parent, None);
+        assert_eq!(first.freeze_cgroup, None);
+        assert_eq!(
+            pre_dump_options(&w, &o, 2).parent.as_deref(),
+            Some("../pre-1")
+        );
+        assert_eq!(
+            pre_dump_options(&w, &o, 3).parent.as_deref(),
+            Some("../pre-2")
+        );
+
+        let mut last = dump_options(&w, &o, false);
+        chain_final_dump(&mut last, 3);
+        assert!(last.track_mem && !last.leave_running);
+        assert_eq!(last.parent.as_deref(), Some("pre-3"));
+        let mut plain = dump_options(&w, &o, false);
+        chain_final_dump(&mut plain, 0);
+        assert!(!plain.track_mem && plain.parent.is_none());
+
+        let mut options = BTreeMap::new();
+        record_pre_dumps(&mut options, &[]);
+        assert!(options.is_empty());
+        record_pre_dumps(&mut options, &[8_388_608, 40_960, 4096]);
+        assert_eq!(options["pre_dump"], "3");
+        assert_eq!(options["pre_dump_bytes"], "8388608,40960,4096");
+    }
+
+    #[test]
+    fn pre_dump_requests_are_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = Area::open(dir.path()).unwrap();
+        // Never run: the refusals come first.
+        let criu = Criu::at("/nonexistent/criu");
+        let mut steps = 0;
+        let mut progress = |_: Step| steps += 1;
+
+        let tmux = resolved("tmux:a", Target::Process { pid: 100 });
+        let too_many = CheckpointOptions {
+            pre_dump: MAX_PRE_DUMPS + 1,
+            ..Default::default()
+        };
+        let err = checkpoint(
+            &area,
+            &criu,
+            std::slice::from_ref(&tmux),
+            &too_many,
+            &mut progress,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooManyPreDumps {
+                    requested: 17,
+                    max: 16
+                }
+            ),
+            "{err:?}"
+        );
+
+        let podman = resolved(
+            "podman:web",
+            Target::Podman {
+                container: "web".into(),
+            },
+        );
+        let one = CheckpointOptions {
+            pre_dump: 1,
+            ..Default::default()
+        };
+        let err = checkpoint(&area, &criu, &[tmux, podman], &one, &mut progress).unwrap_err();
+        assert!(
+            matches!(&err, Error::WorkloadUnsupported { workload, .. } if workload.as_str() == "podman:web"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("pre-dump"), "{err}");
+        assert_eq!(steps, 0);
+        assert!(std::fs::read_dir(dir.path().join("generations"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub struct DumpOptions {
     /// Let CRIU freeze and thaw this cgroup (absolute path in the cgroup2 mount) instead
     /// of stopping tasks one by one with ptrace.
     pub freeze_cgroup: Option<PathBuf>,
-    /// Images of the previous pre-dump, relative to the images directory.
+    /// Images of the previous pre-dump, relative to the images directory: CRIU links
+    /// `parent` there to this path (as given), which restore follows to read pages.
     pub parent: Option<String>,
     /// Track memory changes so a later dump writes only what changed.
     pub track_mem: bool,
@@ -162,6 +163,12 @@ impl Criu {
         &self.path
     }
 
+    /// A CRIU at `path`, unchecked (for tests that must not find the real one).
+    #[cfg(test)]
+    pub(crate) fn at(path: impl Into<PathBuf>) -> Criu {
+        Criu { path: path.into() }
+    }
+
     /// CRIU's version, as it reports it over RPC.
     pub fn version(&self) -> Result<CriuVersion, Error> {
         let resp = self.call(rpc::Criu_req_type::VERSION, None, "version", None)?;
@@ -189,7 +196,10 @@ impl Criu {
     }
 
     /// A pre-dump: copies memory while the tree keeps running; the final dump then
-    /// writes only pages dirtied since (with `parent` pointing here).
+    /// writes only pages dirtied since (with `parent` pointing here). CRIU forces
+    /// track_mem and a running tree for it. After its reply `criu swrk` waits for a
+    /// further pre-dump or the dump in the same session; closing the socket ends it,
+    /// which is how each call here uses a session of its own.
     pub fn pre_dump(&self, o: &DumpOptions, images: &Path, work_dir: &Path) -> Result<(), Error> {
         self.dump_request(
             rpc::Criu_req_type::PRE_DUMP,
@@ -298,8 +308,15 @@ impl Criu {
             req.opts = MessageField::some(o);
         }
         let result = self.exchange(&ours, &req, kind, what, work_dir);
-        // Closing our end ends criu swrk's request loop.
+        // Closing our end ends criu swrk's request loop, except after a pre-dump: then
+        // it waits for the next pre-dump or the final dump on the same socket and
+        // takes the end of the stream for an empty request (as runc found, it has to
+        // be killed). The pre-dump itself ran in a child it has already reaped, so
+        // nothing is lost.
         drop(ours);
+        if kind == rpc::Criu_req_type::PRE_DUMP {
+            let _ = child.kill();
+        }
         let _ = child.wait();
         result
     }

@@ -77,6 +77,13 @@ pub enum Error {
     )]
     TooManySharedCgroups { workloads: Vec<String> },
 
+    #[error(
+        "{requested} pre-dump iterations were asked for, but at most {max} are supported; \
+         ask for fewer (each copies only what the workload dirtied since the one before, \
+         which stops shrinking after a few)"
+    )]
+    TooManyPreDumps { requested: u32, max: u32 },
+
     #[error("checkpoint of workload {workload} failed; every workload was left running and no generation was written")]
     DumpFailed {
         workload: String,
@@ -334,6 +341,18 @@ pub enum Error {
         path.display()
     )]
     UnexpectedEntry { path: PathBuf, reason: String },
+
+    #[error(
+        "{} should be a symbolic link to {expected} but is {found}; the generation is \
+         damaged or was tampered with: discard it (upgradectl images rm)",
+        path.display()
+    )]
+    LinkMismatch {
+        path: PathBuf,
+        expected: String,
+        /// What is there instead: "missing", "a link to \"...\"" and the like.
+        found: String,
+    },
 
     // --- workloads ------------------------------------------------------------------
     /// A workload selector of the configuration or the command line was refused.

@@ -21,6 +21,19 @@
 //! re-serialisation, so verifying does not depend on how a serde_json version orders
 //! or escapes things.
 //!
+//! A workload's images are the files of its directory. From format 1.1 a workload
+//! that was pre-dumped also has one directory per pre-dump, `pre-1` to `pre-<N>`, and
+//! CRIU's `parent` links between them, which the manifest lists too:
+//!
+//! ```text
+//! <workload>/<file>...               the final dump; `images` lists it as "<file>"
+//! <workload>/parent -> pre-N         the final dump's parent: the last pre-dump
+//! <workload>/pre-<i>/<file>...       pre-dump i; listed as "pre-<i>/<file>"
+//! <workload>/pre-<i>/parent -> ../pre-<i-1>   for i >= 2
+//! ```
+//!
+//! Readers of 1.1 read 1.0 manifests as workloads without pre-dumps.
+//!
 //! All checksums of format 1 are BLAKE3: cryptographic, so a tampered image is caught and
 //! not only a torn write, and fast enough (several GB/s, streamed) that gigabytes of
 //! memory images are verified in seconds before a restore.
@@ -40,13 +53,17 @@ mod names;
 mod wire;
 
 pub use names::shown;
-pub use names::{Checksum, FileName, GenerationId, ValidationError, WorkloadName};
+pub use names::{
+    pre_dump_dir, pre_dump_index, Checksum, FileName, GenerationId, ImageName, LinkName,
+    LinkTarget, ValidationError, WorkloadName, MAX_PRE_DUMPS, PARENT_LINK,
+};
 
 /// The first field of every manifest.
 pub const MAGIC: &str = "upgraded-manifest";
 
-/// The format this code writes, and the newest it reads.
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+/// The format this code writes, and the newest it reads. 1.1 added pre-dump
+/// directories and `parent` links (`links`, `pre-<i>/` image names).
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 1 };
 
 /// The largest manifest read or written. A real one is a few kilobytes; the cap keeps
 /// a damaged or hostile file from exhausting memory.
@@ -199,16 +216,35 @@ pub struct Workload {
     pub command_line: Vec<String>,
     /// The dump options used (CRIU options and the like), by name.
     pub options: BTreeMap<String, String>,
-    /// The image files in the workload's directory.
+    /// The image files in the workload's directory and its pre-dump directories.
     pub images: Vec<ImageFile>,
+    /// CRIU's `parent` links between the dumps (empty without pre-dumps).
+    pub links: Vec<ImageLink>,
 }
 
 /// One image file of a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFile {
-    pub name: FileName,
+    pub name: ImageName,
     pub size: u64,
     pub checksum: Checksum,
+}
+
+/// A symbolic link CRIU made from a dump to the images of the pre-dump before it;
+/// restore follows the chain to read the pages that were not dumped again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLink {
+    pub name: LinkName,
+    pub target: LinkTarget,
+}
+
+/// An entry of a workload's layout that breaks a rule (see [`layout_problem`]),
+/// by its index in `images` or `links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayoutEntry {
+    Image(usize),
+    LinkName(usize),
+    LinkTarget(usize),
 }
 
 /// The envelope as written.
@@ -467,7 +503,13 @@ impl Workload {
             command_line: Vec::new(),
             options: BTreeMap::new(),
             images: Vec::new(),
+            links: Vec::new(),
         }
+    }
+
+    /// The pre-dump iterations the workload has directories of, in order.
+    pub fn pre_dumps(&self) -> BTreeSet<u32> {
+        pre_dumps_of(&self.images, &self.links)
     }
 
     fn validate(&self, at: &str) -> Result<(), ValidationError> {
@@ -522,8 +564,132 @@ impl Workload {
                 ));
             }
         }
+        if let Some((entry, reason)) = layout_problem(&self.images, &self.links) {
+            let (field, value) = match entry {
+                LayoutEntry::Image(i) => (
+                    format!("{at}.images[{i}].name"),
+                    self.images[i].name.as_str(),
+                ),
+                LayoutEntry::LinkName(i) => {
+                    (format!("{at}.links[{i}].name"), self.links[i].name.as_str())
+                }
+                LayoutEntry::LinkTarget(i) => (
+                    format!("{at}.links[{i}].target"),
+                    self.links[i].target.as_str(),
+                ),
+            };
+            return Err(ValidationError::new(field, value, reason));
+        }
         Ok(())
     }
+}
+
+/// The first entry of a workload's images and links that breaks the rules of the
+/// pre-dump layout, and why. The rules keep the layout exactly what CRIU makes of a
+/// chain of pre-dumps, so that a restore finds every page it needs and nothing else:
+/// - names are unique, and no file has the name of a pre-dump directory;
+/// - the top `parent` link points to `pre-<N>`, the newest pre-dump directory;
+/// - `pre-<i>/parent` points to `../pre-<i-1>`, which exists;
+/// - every pre-dump directory is in the chain: `pre-<N>` has the top link and each
+///   `pre-<i>` with i >= 2 its own (so the directories are `pre-1` to `pre-<N>`).
+pub(crate) fn layout_problem(
+    images: &[ImageFile],
+    links: &[ImageLink],
+) -> Option<(LayoutEntry, String)> {
+    let dirs = pre_dumps_of(images, links);
+    let newest = dirs.last().copied();
+    let mut link_names = BTreeSet::new();
+    for (i, link) in links.iter().enumerate() {
+        if !link_names.insert(link.name.as_str()) {
+            return Some((LayoutEntry::LinkName(i), "names two links".into()));
+        }
+    }
+    // No image is called "parent" (see ImageName): only a directory can clash.
+    for (i, image) in images.iter().enumerate() {
+        if image.name.pre_dump().is_none()
+            && pre_dump_index(image.name.as_str()).is_some_and(|p| dirs.contains(&p))
+        {
+            return Some((
+                LayoutEntry::Image(i),
+                "is also the name of a pre-dump directory".into(),
+            ));
+        }
+    }
+    for (i, link) in links.iter().enumerate() {
+        let j = link.target.pre_dump();
+        let problem = match link.name.pre_dump() {
+            None if link.target.is_sibling() => Some(
+                "is the final dump's parent link, which names a directory inside the \
+                 workload directory: pre-<N>, without \"../\""
+                    .into(),
+            ),
+            Some(k) if !link.target.is_sibling() => Some(format!(
+                "is the parent link of pre-{k}, which names a directory next to \
+                 pre-{k}: ../pre-<j>"
+            )),
+            _ if !dirs.contains(&j) => Some(format!(
+                "points to pre-{j}, which is not a pre-dump directory of this workload"
+            )),
+            None if Some(j) != newest => Some(format!(
+                "must point to the newest pre-dump directory, pre-{}",
+                newest.unwrap_or(j)
+            )),
+            Some(1) => Some("is in pre-1, the first pre-dump, which has no parent".into()),
+            Some(k) if j + 1 != k => Some(format!(
+                "must point to the pre-dump before pre-{k}, ../pre-{}",
+                k - 1
+            )),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Some((LayoutEntry::LinkTarget(i), problem));
+        }
+    }
+    // A directory without its link is unreachable for a restore, and the dump
+    // after it refers to its pages.
+    let first_in = |dir: u32| {
+        images
+            .iter()
+            .position(|i| i.name.pre_dump() == Some(dir))
+            .map(LayoutEntry::Image)
+            .or_else(|| {
+                let link = links.iter().position(|l| l.name.pre_dump() == Some(dir));
+                link.map(LayoutEntry::LinkName)
+            })
+            .expect("every listed pre-dump directory has an entry")
+    };
+    if let Some(n) = newest {
+        if !link_names.contains(PARENT_LINK) {
+            return Some((
+                first_in(n),
+                format!(
+                    "is in pre-{n}, the newest pre-dump, but no \"parent\" link \
+                     points to it from the final dump"
+                ),
+            ));
+        }
+    }
+    for &k in dirs.iter().filter(|&&k| k >= 2) {
+        if !link_names.contains(format!("pre-{k}/{PARENT_LINK}").as_str()) {
+            return Some((
+                first_in(k),
+                format!(
+                    "is in pre-{k}, which has no \"parent\" link to ../pre-{}",
+                    k - 1
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// The pre-dump iterations that images and links are in, in order.
+fn pre_dumps_of(images: &[ImageFile], links: &[ImageLink]) -> BTreeSet<u32> {
+    images
+        .iter()
+        .filter_map(|i| i.name.pre_dump())
+        .chain(links.iter().filter_map(|l| l.name.pre_dump()))
+        .collect()
 }
 
 /// Where `save` writes before renaming: hidden, in the same directory (rename is only
@@ -707,6 +873,6 @@ mod tests {
 
     #[test]
     fn format_version_display() {
-        assert_eq!(FORMAT_VERSION.to_string(), "1.0");
+        assert_eq!(FORMAT_VERSION.to_string(), "1.1");
     }
 }

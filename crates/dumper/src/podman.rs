@@ -10,6 +10,7 @@ use std::path::Path;
 
 use tracing::warn;
 
+use crate::manifest::WorkloadName;
 use crate::{cmd, Error};
 
 /// The export archive's name in the workload's image directory.
@@ -37,6 +38,20 @@ pub fn checkpoint(
     args.push("--".into());
     args.push(container.to_owned());
     cmd::run("podman", &args).map(|_| ())
+}
+
+/// Why container `workload` cannot be pre-dumped. Podman drives CRIU itself, so the
+/// pre-dump directories and links of the area's layout are not ours to make; podman's
+/// own pre-checkpoints (`--pre-checkpoint`, `--with-previous`, `--import-previous`) are
+/// a separate archive per iteration that upgraded does not drive.
+pub fn pre_dump_unsupported(workload: &WorkloadName) -> Error {
+    Error::WorkloadUnsupported {
+        workload: workload.clone(),
+        reason: "podman containers cannot be pre-dumped by upgraded".into(),
+        hint: "checkpoint it without pre-dumps (pre_dump = 0, or no --pre-dump), or \
+               separately from the workloads that are pre-dumped"
+            .into(),
+    }
 }
 
 /// Restores `container` from `dir/EXPORT`; returns the PID of its init process.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use dumper::area::{Area, GENERATIONS_DIR};
 use dumper::manifest::{
-    Checksum, FileName, GenerationId, GenerationState, ImageFile, Manifest, SourceSystem, Workload,
-    WorkloadKind, WorkloadName, WorkloadState, MANIFEST_FILE,
+    Checksum, GenerationId, GenerationState, ImageFile, ImageName, Manifest, SourceSystem,
+    Workload, WorkloadKind, WorkloadName, WorkloadState, MANIFEST_FILE,
 };
 use dumper::Error;
 use tempfile::TempDir;
@@ -239,7 +239,7 @@ fn commit_hashes_syncs_and_publishes_a_generation() {
 fn commit_checks_images_the_caller_listed() {
     let (_dir, area) = new_area();
     let listed = |name: &str, contents: &[u8]| ImageFile {
-        name: FileName::new(name).unwrap(),
+        name: ImageName::new(name).unwrap(),
         size: contents.len() as u64,
         checksum: Checksum::of_bytes(contents),
     };
@@ -280,7 +280,7 @@ fn commit_checks_images_the_caller_listed() {
             "missing",
             |l| {
                 l.push(ImageFile {
-                    name: FileName::new("gone.img").unwrap(),
+                    name: ImageName::new("gone.img").unwrap(),
                     size: 0,
                     checksum: Checksum::of_bytes(b""),
                 })
@@ -347,7 +347,7 @@ fn commit_refuses_strays_links_and_a_foreign_manifest() {
     let pending = area.begin(&id("nodir")).unwrap();
     let mut m = manifest("nodir", 1, &["w"]);
     m.workloads[0].images.push(ImageFile {
-        name: FileName::new("core-1.img").unwrap(),
+        name: ImageName::new("core-1.img").unwrap(),
         size: 0,
         checksum: Checksum::of_bytes(b""),
     });
@@ -623,7 +623,9 @@ fn retain_keeps_a_generation_it_cannot_read() {
     // As a newer upgraded might have written it.
     let path = gen_dir(&area, "old").join(MANIFEST_FILE);
     let text = fs::read_to_string(&path).unwrap();
-    fs::write(&path, text.replace("\"minor\": 0", "\"minor\": 9")).unwrap();
+    let newer = text.replace("\"minor\": 1", "\"minor\": 9");
+    assert_ne!(newer, text);
+    fs::write(&path, newer).unwrap();
     assert!(area.retain(0, &[]).unwrap() == [id("new")]);
     assert_eq!(area.list().unwrap(), [id("old")]);
 }
@@ -690,4 +692,309 @@ fn api_names_are_validated() {
     let err: Error = GenerationId::new("..").unwrap_err().into();
     assert!(matches!(err, Error::InvalidName(_)), "{err:?}");
     assert!(err.to_string().contains("generation id"), "{err}");
+}
+
+/// The final dump of a workload pre-dumped twice, laid out as CRIU leaves it.
+const FINAL: &[(&str, &[u8])] = &[
+    ("core-100.img", b"core of 100"),
+    ("inventory.img", b"inventory 3"),
+    ("pages-1.img", b"dirtied last"),
+];
+const PRE_1: &[(&str, &[u8])] = &[("inventory.img", b"inventory 1"), ("pages-1.img", b"all")];
+const PRE_2: &[(&str, &[u8])] = &[("inventory.img", b"inventory 2"), ("pages-1.img", b"some")];
+
+fn write_pre_dumped(wdir: &Path) {
+    write_images(wdir, FINAL);
+    for (dir, images) in [("pre-1", PRE_1), ("pre-2", PRE_2)] {
+        // 0755, as a careless tool would: commit makes it 0700.
+        fs::create_dir(wdir.join(dir)).unwrap();
+        fs::set_permissions(wdir.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+        write_images(&wdir.join(dir), images);
+    }
+    symlink("pre-2", wdir.join("parent")).unwrap();
+    symlink("../pre-1", wdir.join("pre-2/parent")).unwrap();
+}
+
+/// Commits generation `gen` with one pre-dumped workload "w".
+fn commit_pre_dumped(area: &Area, gen: &str) -> Manifest {
+    let pending = area.begin(&id(gen)).unwrap();
+    write_pre_dumped(&pending.workload_dir(&wname("w")).unwrap());
+    pending.commit(manifest(gen, 1, &["w"])).unwrap()
+}
+
+#[test]
+fn commit_records_pre_dump_directories_and_links() {
+    let (_dir, area) = new_area();
+    let m = commit_pre_dumped(&area, "g");
+    let w = &m.workloads[0];
+    let names: Vec<&str> = w.images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "core-100.img",
+            "inventory.img",
+            "pages-1.img",
+            "pre-1/inventory.img",
+            "pre-1/pages-1.img",
+            "pre-2/inventory.img",
+            "pre-2/pages-1.img",
+        ]
+    );
+    let pages = &w.images[4];
+    assert_eq!(pages.checksum, Checksum::of_bytes(b"all"));
+    assert_eq!(pages.size, 3);
+    let links: Vec<(&str, &str)> = w
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l.target.as_str()))
+        .collect();
+    assert_eq!(links, [("parent", "pre-2"), ("pre-2/parent", "../pre-1")]);
+    assert_eq!(area.verify(&id("g")).unwrap(), m);
+    assert_eq!(area.load(&id("g")).unwrap(), m);
+
+    let wdir = gen_dir(&area, "g").join("w");
+    assert_eq!(
+        entries(&wdir),
+        [
+            "core-100.img",
+            "inventory.img",
+            "pages-1.img",
+            "parent",
+            "pre-1",
+            "pre-2"
+        ]
+    );
+    for dir in ["pre-1", "pre-2"] {
+        assert_eq!(mode(&wdir.join(dir)), 0o700, "{dir}");
+        assert_eq!(mode(&wdir.join(dir).join("pages-1.img")), 0o600, "{dir}");
+    }
+    // The chain a restore follows survived the rename of the generation.
+    assert_eq!(
+        fs::read(wdir.join("parent/parent/pages-1.img")).unwrap(),
+        b"all"
+    );
+
+    area.remove(&id("g")).unwrap();
+    assert!(area.list().unwrap().is_empty());
+}
+
+#[test]
+fn commit_refuses_a_bad_pre_dump_layout() {
+    let (dir, area) = new_area();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    type Change = fn(&Path, &Path);
+    let cases: [(&str, Change, &str, &str); 10] = [
+        (
+            "absolute",
+            |w, out| {
+                fs::remove_file(w.join("parent")).unwrap();
+                symlink(out, w.join("parent")).unwrap();
+            },
+            "w/parent",
+            "of its own workload",
+        ),
+        (
+            "up-and-out",
+            |w, _| {
+                fs::remove_file(w.join("pre-2/parent")).unwrap();
+                symlink("../../x", w.join("pre-2/parent")).unwrap();
+            },
+            "w/pre-2/parent",
+            "of its own workload",
+        ),
+        (
+            "missing-target",
+            |w, _| {
+                fs::remove_file(w.join("parent")).unwrap();
+                symlink("pre-3", w.join("parent")).unwrap();
+            },
+            "w/parent",
+            "points to pre-3, which is not a pre-dump directory",
+        ),
+        (
+            "broken-chain",
+            |w, _| fs::remove_file(w.join("pre-2/parent")).unwrap(),
+            "w/pre-2/inventory.img",
+            "no \"parent\" link to ../pre-1",
+        ),
+        (
+            "link-in-pre",
+            |w, out| symlink(out.join("passwd"), w.join("pre-1/core.img")).unwrap(),
+            "w/pre-1/core.img",
+            "not a regular file",
+        ),
+        (
+            "other-link",
+            |w, _| symlink("pre-1", w.join("pre-3")).unwrap(),
+            "w/pre-3",
+            "not a regular file",
+        ),
+        (
+            "nested-dir",
+            |w, _| fs::create_dir(w.join("pre-1/pre-1")).unwrap(),
+            "w/pre-1/pre-1",
+            "not a regular file",
+        ),
+        (
+            "odd-dir",
+            |w, _| fs::create_dir(w.join("pre-01")).unwrap(),
+            "w/pre-01",
+            "not a regular file",
+        ),
+        (
+            "file-named-like-a-link",
+            |w, _| fs::write(w.join("pre-1/parent"), b"").unwrap(),
+            "w/pre-1/parent",
+            "CRIU's parent links",
+        ),
+        (
+            "gap",
+            |w, _| {
+                fs::rename(w.join("pre-2"), w.join("pre-3")).unwrap();
+                fs::remove_file(w.join("parent")).unwrap();
+                symlink("pre-3", w.join("parent")).unwrap();
+            },
+            "w/pre-3/parent",
+            "must point to the pre-dump before pre-3, ../pre-2",
+        ),
+    ];
+    for (what, change, at, why) in cases {
+        let pending = area.begin(&id(what)).unwrap();
+        let pending_path = pending.path().to_path_buf();
+        let w = pending.workload_dir(&wname("w")).unwrap();
+        write_pre_dumped(&w);
+        change(&w, &outside);
+        let err = pending.commit(manifest(what, 1, &["w"])).unwrap_err();
+        let path = match &err {
+            Error::UnexpectedEntry { path, .. } | Error::NotARegularFile { path } => path,
+            other => panic!("{what}: {other:?}"),
+        };
+        assert!(path.ends_with(at), "{what}: {err}");
+        assert!(err.to_string().contains(why), "{what}: {err}");
+        assert!(pending_path.join("w").exists(), "{what}");
+    }
+    assert!(area.list().unwrap().is_empty());
+    assert!(entries(&outside).is_empty());
+}
+
+#[test]
+fn commit_checks_links_the_caller_listed() {
+    let (_dir, area) = new_area();
+    let listed = commit_pre_dumped(&area, "model").workloads[0].clone();
+
+    let pending = area.begin(&id("ok")).unwrap();
+    write_pre_dumped(&pending.workload_dir(&wname("w")).unwrap());
+    let mut m = manifest("ok", 1, &["w"]);
+    m.workloads[0].images = listed.images.clone();
+    m.workloads[0].links = listed.links.clone();
+    assert_eq!(pending.commit(m).unwrap().workloads[0].links, listed.links);
+
+    // A list that leaves a link out is refused before anything is hashed.
+    let pending = area.begin(&id("unlinked")).unwrap();
+    write_pre_dumped(&pending.workload_dir(&wname("w")).unwrap());
+    let mut m = manifest("unlinked", 1, &["w"]);
+    m.workloads[0].images = listed.images.clone();
+    m.workloads[0].links = listed.links[..1].to_vec();
+    let err = pending.commit(m).unwrap_err();
+    assert!(
+        matches!(&err, Error::ManifestInvalid { problem, .. }
+            if problem.field == "workloads[0].images[5].name"
+                && problem.reason.contains("no \"parent\" link")),
+        "{err:?}"
+    );
+
+    // A list of the final dump alone: the pre-dumps on disk are not in it.
+    let pending = area.begin(&id("final-only")).unwrap();
+    write_pre_dumped(&pending.workload_dir(&wname("w")).unwrap());
+    let mut m = manifest("final-only", 1, &["w"]);
+    m.workloads[0].images = listed.images[..3].to_vec();
+    let err = pending.commit(m).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnexpectedEntry { path, .. } if path.ends_with("w/pre-1/inventory.img")),
+        "{err:?}"
+    );
+    assert_eq!(area.list().unwrap(), [id("model"), id("ok")]);
+}
+
+#[test]
+fn verify_checks_pre_dump_directories_and_links() {
+    let (dir, area) = new_area();
+    commit_pre_dumped(&area, "g");
+    let w = gen_dir(&area, "g").join("w");
+    let verify = || area.verify(&id("g"));
+
+    // A link retargeted, replaced by a file, removed.
+    fs::remove_file(w.join("parent")).unwrap();
+    symlink("pre-1", w.join("parent")).unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::LinkMismatch { path, expected, found }
+            if *path == w.join("parent") && expected == "pre-2" && found.contains("\"pre-1\"")),
+        "{err:?}"
+    );
+    fs::remove_file(w.join("parent")).unwrap();
+    fs::write(w.join("parent"), b"").unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::LinkMismatch { found, .. } if found == "not a symbolic link"),
+        "{err:?}"
+    );
+    fs::remove_file(w.join("parent")).unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::LinkMismatch { found, .. } if found == "missing"),
+        "{err:?}"
+    );
+    symlink("pre-2", w.join("parent")).unwrap();
+    verify().unwrap();
+
+    // A damaged page of a pre-dump.
+    let pages = w.join("pre-1/pages-1.img");
+    fs::write(&pages, b"ALL").unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::ImageChecksumMismatch { path, .. } if *path == pages),
+        "{err:?}"
+    );
+    fs::write(&pages, b"all").unwrap();
+
+    // Extra entries: a file in a pre-dump, a link, a pre-dump directory.
+    for (extra, make) in [
+        (
+            "pre-2/planted.img",
+            (|p: &Path| fs::write(p, b"").unwrap()) as fn(&Path),
+        ),
+        ("pre-1/parent", |p: &Path| symlink("../pre-2", p).unwrap()),
+        ("pre-3", |p: &Path| fs::create_dir(p).unwrap()),
+    ] {
+        make(&w.join(extra));
+        let err = verify().unwrap_err();
+        assert!(
+            matches!(&err, Error::UnexpectedEntry { path, .. } if *path == w.join(extra)),
+            "{extra}: {err:?}"
+        );
+        fs::remove_dir(w.join(extra))
+            .or_else(|_| fs::remove_file(w.join(extra)))
+            .unwrap();
+    }
+    verify().unwrap();
+
+    // A pre-dump directory swapped for a link to a copy of it: never followed.
+    let copy = dir.path().join("copy");
+    fs::rename(w.join("pre-1"), &copy).unwrap();
+    symlink(&copy, w.join("pre-1")).unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::NotADirectory { path } if *path == w.join("pre-1")),
+        "{err:?}"
+    );
+    fs::remove_file(w.join("pre-1")).unwrap();
+    let err = verify().unwrap_err();
+    assert!(
+        matches!(&err, Error::WorkloadDirMissing { path } if *path == w.join("pre-1")),
+        "{err:?}"
+    );
+    fs::rename(&copy, w.join("pre-1")).unwrap();
+    verify().unwrap();
 }

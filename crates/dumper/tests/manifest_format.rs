@@ -12,9 +12,16 @@ use serde_json::{json, Value};
 
 const FIXTURE_V1_0: &str = include_str!("fixtures/manifest-v1.0.json");
 const FIXTURE_PATH: &str = "tests/fixtures/manifest-v1.0.json";
+/// Format 1.1: the tmux workload was pre-dumped twice.
+const FIXTURE_V1_1: &str = include_str!("fixtures/manifest-v1.1.json");
 
 fn fixture() -> Manifest {
     Manifest::from_bytes(FIXTURE_V1_0.as_bytes(), Path::new(FIXTURE_PATH)).unwrap()
+}
+
+fn fixture_v1_1() -> Manifest {
+    let path = Path::new("tests/fixtures/manifest-v1.1.json");
+    Manifest::from_bytes(FIXTURE_V1_1.as_bytes(), path).unwrap()
 }
 
 /// The fixture's body as a JSON value, to be changed and wrapped again.
@@ -68,23 +75,80 @@ fn fixture_v1_0_parses_and_validates() {
 }
 
 #[test]
+fn fixture_v1_1_parses_and_validates() {
+    let m = fixture_v1_1();
+    assert_eq!(m.generation.as_str(), "20251124T100500Z-6.1.0-40-amd64");
+    let tmux = &m.workloads[0];
+    assert_eq!(tmux.pre_dumps().into_iter().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(tmux.options["pre_dump"], "2");
+    assert_eq!(tmux.options["parent"], "pre-2");
+    let bytes_of = |i| -> u64 {
+        tmux.images
+            .iter()
+            .filter(|f| f.name.pre_dump() == Some(i))
+            .map(|f| f.size)
+            .sum()
+    };
+    assert_eq!(
+        tmux.options["pre_dump_bytes"],
+        format!("{},{}", bytes_of(1), bytes_of(2))
+    );
+    let pages = tmux
+        .images
+        .iter()
+        .find(|i| i.name.as_str() == "pre-1/pages-1.img")
+        .unwrap();
+    assert_eq!(
+        (pages.name.pre_dump(), pages.name.file_name()),
+        (Some(1), "pages-1.img")
+    );
+    let links: Vec<(&str, &str)> = tmux
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l.target.as_str()))
+        .collect();
+    assert_eq!(links, [("parent", "pre-2"), ("pre-2/parent", "../pre-1")]);
+    // A workload without pre-dumps is as in 1.0.
+    let pg = &m.workloads[1];
+    assert!(pg.links.is_empty() && pg.pre_dumps().is_empty());
+    assert!(pg.images.iter().all(|i| i.name.pre_dump().is_none()));
+    m.validate().unwrap();
+    assert_eq!(load(&m.to_bytes().unwrap()).unwrap(), m);
+}
+
+#[test]
+fn a_v1_0_manifest_is_read_as_workloads_without_pre_dumps() {
+    let m = fixture();
+    assert!(m.workloads.iter().all(|w| w.links.is_empty()));
+    // Written again, it is format 1.1 with empty link lists.
+    let bytes = String::from_utf8(m.to_bytes().unwrap()).unwrap();
+    assert!(
+        bytes.contains("\"minor\": 1") && bytes.contains("\"links\": []"),
+        "{bytes}"
+    );
+    assert_eq!(load(bytes.as_bytes()).unwrap(), m);
+}
+
+#[test]
 fn fixture_checksum_covers_the_body_bytes_as_stored() {
     // The rule of the format, checked on the file's text without the parser: the
     // checksum is BLAKE3 of everything from the body's '{' to its '}'.
-    let start = FIXTURE_V1_0.find("\"body\": ").unwrap() + "\"body\": ".len();
-    let end = FIXTURE_V1_0
-        .trim_end()
-        .strip_suffix('}')
-        .unwrap()
-        .trim_end()
-        .len();
-    let body = &FIXTURE_V1_0[start..end];
-    assert!(body.starts_with('{') && body.ends_with('}'));
-    let header: Value = serde_json::from_str(FIXTURE_V1_0).unwrap();
-    assert_eq!(
-        header["checksum"].as_str().unwrap(),
-        Checksum::of_bytes(body.as_bytes()).as_str()
-    );
+    for fixture in [FIXTURE_V1_0, FIXTURE_V1_1] {
+        let start = fixture.find("\"body\": ").unwrap() + "\"body\": ".len();
+        let end = fixture
+            .trim_end()
+            .strip_suffix('}')
+            .unwrap()
+            .trim_end()
+            .len();
+        let body = &fixture[start..end];
+        assert!(body.starts_with('{') && body.ends_with('}'));
+        let header: Value = serde_json::from_str(fixture).unwrap();
+        assert_eq!(
+            header["checksum"].as_str().unwrap(),
+            Checksum::of_bytes(body.as_bytes()).as_str()
+        );
+    }
 }
 
 #[test]
@@ -188,7 +252,7 @@ fn a_newer_minor_is_refused() {
     assert!(matches!(err, Error::ManifestNewerMinor { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("format 1.1") && msg.contains("update upgraded"),
+        msg.contains("format 1.2, newer than format 1.1") && msg.contains("update upgraded"),
         "{msg}"
     );
 }
@@ -255,6 +319,24 @@ fn load_with(pointer: &str, value: Value) -> Result<Manifest, Error> {
         .pointer_mut(pointer)
         .unwrap_or_else(|| panic!("{pointer}")) = value;
     load(&envelope("upgraded-manifest", 1, 0, &body, None))
+}
+
+/// [`load_with`] on the 1.1 fixture, whose workload 0 was pre-dumped twice.
+fn load_v1_1_with(pointer: &str, value: Value) -> Result<Manifest, Error> {
+    let file: Value = serde_json::from_str(FIXTURE_V1_1).unwrap();
+    let mut body = file["body"].clone();
+    *body
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer}")) = value;
+    load(&envelope("upgraded-manifest", 1, 1, &body, None))
+}
+
+/// Like [`assert_invalid`], and the reason says `why`.
+fn assert_refused(result: Result<Manifest, Error>, field: &str, value: &str, why: &str) {
+    let err = result.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(why), "{field} {value}: {msg}");
+    assert_invalid(Err(err), field, value);
 }
 
 fn assert_invalid(result: Result<Manifest, Error>, field: &str, value: &str) {
@@ -496,4 +578,149 @@ fn invalid_manifests_are_not_written() {
     assert!(matches!(err, Error::ManifestInvalid { .. }), "{err:?}");
     assert!(err.to_string().contains("workloads[1].root_pid"), "{err}");
     assert!(!path.exists());
+}
+
+#[test]
+fn hostile_pre_dump_names_are_refused() {
+    // Workload 0's images[9] is "pre-1/inventory.img".
+    let at = "/workloads/0/images/9/name";
+    let field = "workloads[0].images[9].name";
+    for (name, why) in [
+        ("pre-1/../x", "in pre-1/: contains a path separator"),
+        ("pre-1/..", "in pre-1/: names a directory"),
+        (
+            "pre-x/a",
+            "only directories of a workload are the pre-dump ones",
+        ),
+        ("pre-0/a", "only directories"),
+        ("pre-17/a", "only directories"),
+        ("pre-01/a", "only directories"),
+        ("a/b/c", "only directories"),
+        ("pre-1/a/b", "in pre-1/: contains a path separator"),
+    ] {
+        assert_refused(
+            load_v1_1_with(at, json!(name)),
+            field,
+            &format!("{name:?}"),
+            why,
+        );
+    }
+
+    let target = "workloads[0].links[0].target";
+    for (value, why) in [
+        ("/etc", "of its own workload"),
+        ("../../x", "of its own workload"),
+        ("../../pre-1", "of its own workload"),
+        (
+            "pre-3",
+            "points to pre-3, which is not a pre-dump directory",
+        ),
+        (
+            "pre-1",
+            "must point to the newest pre-dump directory, pre-2",
+        ),
+        ("../pre-2", "without \"../\""),
+    ] {
+        let pointer = "/workloads/0/links/0/target";
+        assert_refused(
+            load_v1_1_with(pointer, json!(value)),
+            target,
+            &format!("{value:?}"),
+            why,
+        );
+    }
+    let target = "workloads[0].links[1].target";
+    for (value, why) in [
+        ("pre-1", "names a directory next to pre-2"),
+        (
+            "../pre-2",
+            "must point to the pre-dump before pre-2, ../pre-1",
+        ),
+        ("../pre-5", "points to pre-5, which is not"),
+    ] {
+        let pointer = "/workloads/0/links/1/target";
+        assert_refused(
+            load_v1_1_with(pointer, json!(value)),
+            target,
+            &format!("{value:?}"),
+            why,
+        );
+    }
+    for (value, why) in [
+        ("parent", "names two links"),
+        ("pre/parent", "CRIU's parent links"),
+        ("pre-2/../parent", "CRIU's parent links"),
+        ("/parent", "CRIU's parent links"),
+    ] {
+        assert_refused(
+            load_v1_1_with("/workloads/0/links/1/name", json!(value)),
+            "workloads[0].links[1].name",
+            &format!("{value:?}"),
+            why,
+        );
+    }
+    // pre-1 has no parent: ../pre-1 from there is no chain.
+    assert_refused(
+        load_v1_1_with("/workloads/0/links/1/name", json!("pre-1/parent")),
+        "workloads[0].links[1].target",
+        "\"../pre-1\"",
+        "the first pre-dump, which has no parent",
+    );
+}
+
+#[test]
+fn an_incomplete_or_clashing_chain_is_refused() {
+    // Without the top link the pre-dumps are unreachable; images[16] is the first of
+    // pre-2.
+    let only_nested = json!([{"name": "pre-2/parent", "target": "../pre-1"}]);
+    assert_refused(
+        load_v1_1_with("/workloads/0/links", only_nested),
+        "workloads[0].images[16].name",
+        "\"pre-2/inventory.img\"",
+        "no \"parent\" link points to it",
+    );
+    let only_top = json!([{"name": "parent", "target": "pre-2"}]);
+    assert_refused(
+        load_v1_1_with("/workloads/0/links", only_top),
+        "workloads[0].images[16].name",
+        "\"pre-2/inventory.img\"",
+        "pre-2, which has no \"parent\" link to ../pre-1",
+    );
+    // Links without pre-dump directories, on a 1.0-shaped workload.
+    let dangling = json!([{"name": "parent", "target": "pre-1"}]);
+    assert_refused(
+        load_v1_1_with("/workloads/1/links", dangling),
+        "workloads[1].links[0].target",
+        "\"pre-1\"",
+        "not a pre-dump directory",
+    );
+    // Names that clash with a link or a pre-dump directory.
+    assert_refused(
+        load_v1_1_with("/workloads/0/images/24/name", json!("parent")),
+        "workloads[0].images[24].name",
+        "\"parent\"",
+        "the name of CRIU's parent links",
+    );
+    assert_refused(
+        load_v1_1_with("/workloads/0/images/24/name", json!("pre-1")),
+        "workloads[0].images[24].name",
+        "\"pre-1\"",
+        "also the name of a pre-dump directory",
+    );
+    assert_refused(
+        load_v1_1_with("/workloads/0/images/22/name", json!("pre-2/parent")),
+        "workloads[0].images[22].name",
+        "\"pre-2/parent\"",
+        "the name of CRIU's parent links",
+    );
+    // A link object with more than a name and a target.
+    let extra = json!([
+        {"name": "parent", "target": "pre-2", "mode": "0777"},
+        {"name": "pre-2/parent", "target": "../pre-1"}
+    ]);
+    let err = load_v1_1_with("/workloads/0/links", extra).unwrap_err();
+    assert!(
+        matches!(err, Error::ManifestSyntax { part: "body", .. }),
+        "{err:?}"
+    );
 }

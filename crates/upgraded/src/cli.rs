@@ -63,8 +63,13 @@ pub enum Command {
         /// Keep the workloads running after the dump (a snapshot).
         #[arg(long)]
         leave_running: bool,
-        /// Pre-dump iterations before the final dump.
-        #[arg(long, default_value_t = 0)]
+        /// Pre-dump iterations before the final dump (0 to 16): memory is copied while
+        /// the workloads run, so the freeze lasts only for what changed since.
+        #[arg(
+            long,
+            default_value_t = 0,
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(dumper::manifest::MAX_PRE_DUMPS))
+        )]
         pre_dump: u32,
         /// Dump established TCP connections (they carry on after restore).
         #[arg(long)]
@@ -103,6 +108,14 @@ pub enum InternalsCommand {
         workload: String,
         #[arg(long)]
         pid_file: PathBuf,
+    },
+    /// Write `<GENERATION>.compat`: the generation with rseq registrations dropped
+    /// from every workload's images, as the boot side does for a kernel without rseq
+    /// (docs/compat.md). For tests and inspection; the committed images stay as they
+    /// are.
+    DropRseq {
+        #[arg(long)]
+        generation: String,
     },
     /// Write the man pages and shell completions (`make install` runs it).
     GenDocs {
@@ -189,21 +202,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             leave_running,
             pre_dump,
             tcp_established,
-        } => {
-            if *pre_dump > 0 {
-                anyhow::bail!("--pre-dump is not implemented yet in this build of upgraded");
-            }
-            local::checkpoint(
-                &settings(&cli)?,
-                local::CheckpointArgs {
-                    names,
-                    leave_running: *leave_running,
-                    tcp_established: *tcp_established,
-                },
-                cli.json,
-                &mut std::io::stdout().lock(),
-            )
-        }
+        } => local::checkpoint(
+            &settings(&cli)?,
+            local::CheckpointArgs {
+                names,
+                leave_running: *leave_running,
+                tcp_established: *tcp_established,
+                pre_dump: *pre_dump,
+            },
+            cli.json,
+            &mut std::io::stdout().lock(),
+        ),
         Command::Restore { generation, names } => local::restore(
             &settings(&cli)?,
             generation.as_deref(),
@@ -243,6 +252,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             workload,
             pid_file,
         }) => local::internals_restore_unit(area, generation, workload, pid_file),
+        Command::Internals(InternalsCommand::DropRseq { generation }) => {
+            local::internals_drop_rseq(&settings(&cli)?, generation, &mut std::io::stdout().lock())
+        }
         Command::Internals(InternalsCommand::GenDocs { man, completions }) => {
             use clap::CommandFactory;
             crate::docs::write_man_pages(Cli::command(), man)
@@ -282,6 +294,18 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pre_dump_is_bounded() {
+        let cli = Cli::parse_from(["upgradectl", "checkpoint", "--pre-dump", "16", "tmux:a"]);
+        assert!(matches!(
+            cli.command,
+            Command::Checkpoint { pre_dump: 16, .. }
+        ));
+        let err = Cli::try_parse_from(["upgradectl", "checkpoint", "--pre-dump", "17", "tmux:a"])
+            .unwrap_err();
+        assert!(err.to_string().contains("0..=16"), "{err}");
     }
 
     #[test]

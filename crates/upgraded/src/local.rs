@@ -83,6 +83,8 @@ pub struct CheckpointArgs<'a> {
     pub names: &'a [String],
     pub leave_running: bool,
     pub tcp_established: bool,
+    /// Pre-dump iterations before the freeze.
+    pub pre_dump: u32,
 }
 
 pub fn checkpoint(
@@ -118,6 +120,8 @@ pub fn checkpoint(
             leave_running: args.leave_running,
             tcp_established,
             kernel_features: crate::boot::compat::running_features(),
+            pre_dump: args.pre_dump,
+            ..Default::default()
         },
         &mut progress.step(),
     )?;
@@ -127,9 +131,10 @@ pub fn checkpoint(
         let w: Vec<_> = report
             .workloads
             .iter()
-            .map(
-                |w| json!({"name": w.name, "dump_secs": w.dump_secs, "image_bytes": w.image_bytes}),
-            )
+            .map(|w| {
+                json!({"name": w.name, "dump_secs": w.dump_secs, "image_bytes": w.image_bytes,
+                       "pre_dump_bytes": w.pre_dump_bytes})
+            })
             .collect();
         writeln!(
             out,
@@ -141,10 +146,11 @@ pub fn checkpoint(
         for w in &report.workloads {
             writeln!(
                 out,
-                "checkpointed {}: {} in {:.2} s",
+                "checkpointed {}: {} in {:.2} s{}",
                 w.name,
                 human_bytes(w.image_bytes),
-                w.dump_secs
+                w.dump_secs,
+                pre_dumps_text(&w.pre_dump_bytes)
             )?;
         }
         writeln!(
@@ -160,6 +166,20 @@ pub fn checkpoint(
         )?;
     }
     Ok(())
+}
+
+/// What the pre-dumps wrote, for the line of a checkpointed workload.
+fn pre_dumps_text(bytes: &[u64]) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = bytes.iter().map(|&b| human_bytes(b)).collect();
+    format!(
+        ", after {} pre-dump{}: {}",
+        bytes.len(),
+        if bytes.len() == 1 { "" } else { "s" },
+        each.join(", ")
+    )
 }
 
 /// The newest committed generation, or the one named.
@@ -296,6 +316,7 @@ pub fn suspend(settings: &Settings, name: &str, json: bool, out: &mut dyn Write)
             names: &[name.to_owned()],
             leave_running: false,
             tcp_established: false,
+            pre_dump: 0,
         },
         json,
         out,
@@ -357,6 +378,7 @@ impl Progress {
         move |step| {
             if let Some(bar) = &self.bar {
                 bar.set_message(match step {
+                    checkpoint::Step::PreDumping(w, i) => format!("pre-dumping {w} ({i})"),
                     checkpoint::Step::Freezing => "freezing".to_owned(),
                     checkpoint::Step::Dumping(w) => format!("dumping {w}"),
                     checkpoint::Step::Committing => "committing (checksums, sync)".to_owned(),
@@ -523,6 +545,30 @@ pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Wri
     Ok(())
 }
 
+/// `upgradectl internals drop-rseq --generation GEN`: the boot side's rseq transform
+/// on every workload of a verified generation, into `<GEN>.compat`.
+pub fn internals_drop_rseq(settings: &Settings, gen: &str, out: &mut dyn Write) -> Result<()> {
+    use crate::boot::compat::{transformed_copy, Transform, Verdict};
+    let area = open_area(settings)?;
+    let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    let m = area
+        .verify(&id)
+        .with_context(|| format!("generation {id} failed verification"))?;
+    let verdicts: Vec<(String, Verdict)> = m
+        .workloads
+        .iter()
+        .map(|w| {
+            (
+                w.name.to_string(),
+                Verdict::Transform(vec![Transform::DropRseq]),
+            )
+        })
+        .collect();
+    let derived = transformed_copy(&area, &id, &m, &verdicts)?;
+    writeln!(out, "{derived}")?;
+    Ok(())
+}
+
 pub fn images_verify(
     settings: &Settings,
     gen: &str,
@@ -576,6 +622,16 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(541 << 20), "541.0 MiB");
+    }
+
+    #[test]
+    fn pre_dumps_are_listed_per_iteration() {
+        assert_eq!(pre_dumps_text(&[]), "");
+        assert_eq!(pre_dumps_text(&[2048]), ", after 1 pre-dump: 2.0 KiB");
+        assert_eq!(
+            pre_dumps_text(&[541 << 20, 512]),
+            ", after 2 pre-dumps: 541.0 MiB, 512 B"
+        );
     }
 
     #[test]

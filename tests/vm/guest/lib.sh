@@ -86,7 +86,7 @@ status_field() { upgradectl status --json | json_field "['$1']"; }
 
 # --- four workloads: issue 5's scenarios 1 and 2 -------------------------------------
 
-# Starts a shell counter (scope counter.scope), a TCP client and server with an
+# Starts a shell counter (scope counter.scope, pre-dumped once), a TCP client and server with an
 # established connection (tcp.scope), a tmux session (socket "demo") and a systemd
 # service (counterd.service); records their PIDs in /root/pids and prints the
 # [[workload]] configuration for area_for_daemon.
@@ -151,6 +151,7 @@ UNIT
 name = "counter"
 kind = "scope"
 unit = "counter.scope"
+pre_dump = 1
 
 [[workload]]
 name = "tcp"

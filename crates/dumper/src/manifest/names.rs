@@ -191,10 +191,106 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// The path of an image file in a workload directory: a [`FileName`] for the final
+    /// dump's files, or `pre-<i>/<file name>` for those of pre-dump `i` (1 to
+    /// [`MAX_PRE_DUMPS`]). Never more than one directory deep, never `..`, never
+    /// `parent` (CRIU's name for the link to the parent images).
+    ImageName,
+    check_image_name
+);
+
+string_newtype!(
+    /// Where CRIU put a `parent` link in a workload directory: `parent` (next to the
+    /// final dump's files) or `pre-<i>/parent` (in pre-dump `i`'s directory).
+    LinkName,
+    check_link_name
+);
+
+string_newtype!(
+    /// What a `parent` link points to, relative to the directory it is in: `pre-<j>`
+    /// or `../pre-<j>`. Only these shapes exist, so no link can lead out of its
+    /// workload directory.
+    LinkTarget,
+    check_link_target
+);
+
+string_newtype!(
     /// A BLAKE3 digest as 64 lowercase hex digits.
     Checksum,
     check_checksum
 );
+
+/// The most pre-dump iterations a workload may have. Each is a directory of images
+/// that a restore reads through a chain of links; beyond a few, what a workload
+/// dirties between two pre-dumps stops shrinking.
+pub const MAX_PRE_DUMPS: u32 = 16;
+
+/// The name CRIU gives the link to a dump's parent images.
+pub const PARENT_LINK: &str = "parent";
+
+/// The directory of pre-dump iteration `i` in a workload directory.
+pub fn pre_dump_dir(i: u32) -> String {
+    format!("pre-{i}")
+}
+
+/// The iteration `s` names if it is a pre-dump directory name (`pre-1` to
+/// `pre-16`, written as [`pre_dump_dir`] writes it: no sign, no leading zero).
+pub fn pre_dump_index(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("pre-")?;
+    if digits.is_empty()
+        || digits.len() > 2
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let i: u32 = digits.parse().ok()?;
+    (1..=MAX_PRE_DUMPS).contains(&i).then_some(i)
+}
+
+impl ImageName {
+    /// The pre-dump iteration whose directory holds the file; `None` for the final
+    /// dump's files.
+    pub fn pre_dump(&self) -> Option<u32> {
+        self.0
+            .split_once('/')
+            .and_then(|(dir, _)| pre_dump_index(dir))
+    }
+
+    /// The file's own name, without the directory.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl From<FileName> for ImageName {
+    fn from(name: FileName) -> ImageName {
+        ImageName(name.0)
+    }
+}
+
+impl LinkName {
+    /// The pre-dump iteration whose directory holds the link; `None` for the top one.
+    pub fn pre_dump(&self) -> Option<u32> {
+        self.0
+            .split_once('/')
+            .and_then(|(dir, _)| pre_dump_index(dir))
+    }
+}
+
+impl LinkTarget {
+    /// The pre-dump iteration the link points to.
+    pub fn pre_dump(&self) -> u32 {
+        // Checked when made: one of the two shapes.
+        pre_dump_index(self.0.strip_prefix("../").unwrap_or(&self.0)).unwrap_or(0)
+    }
+
+    /// Whether it points out of its own directory (`../pre-<j>`): the shape of a link
+    /// inside a pre-dump directory.
+    pub fn is_sibling(&self) -> bool {
+        self.0.starts_with("../")
+    }
+}
 
 // The names that are path components can be joined to paths directly.
 macro_rules! as_path {
@@ -207,7 +303,7 @@ macro_rules! as_path {
     )*};
 }
 
-as_path!(GenerationId, WorkloadName, FileName);
+as_path!(GenerationId, WorkloadName, FileName, ImageName, LinkName);
 
 fn check_generation_id(s: &str) -> Result<(), ValidationError> {
     GENERATION_RULE.check(s)
@@ -240,6 +336,66 @@ fn check_file_name(s: &str) -> Result<(), ValidationError> {
                 '/' | '\0' => shown_char(c),
                 c => format!("the control character {}", shown_char(c)),
             }
+        ));
+    }
+    Ok(())
+}
+
+fn check_image_name(s: &str) -> Result<(), ValidationError> {
+    const WHAT: &str = "image file name";
+    // CRIU takes an entry of this name for the link to the parent images, whatever
+    // it is, so a file of this name would derail a restore.
+    if s.rsplit('/').next() == Some(PARENT_LINK) {
+        return Err(ValidationError::new(
+            WHAT,
+            s,
+            "is the name of CRIU's parent links, never of an image file",
+        ));
+    }
+    let Some((dir, file)) = s.split_once('/') else {
+        return check_file_name(s);
+    };
+    if pre_dump_index(dir).is_none() {
+        return Err(ValidationError::new(
+            WHAT,
+            s,
+            format!(
+                "is in directory {}, but the only directories of a workload are the \
+                 pre-dump ones, pre-1 to pre-{MAX_PRE_DUMPS}",
+                shown(dir)
+            ),
+        ));
+    }
+    check_file_name(file)
+        .map_err(|e| ValidationError::new(WHAT, s, format!("in {dir}/: {}", e.reason)))
+}
+
+fn check_link_name(s: &str) -> Result<(), ValidationError> {
+    let ok = s == PARENT_LINK
+        || s.split_once('/')
+            .is_some_and(|(dir, file)| pre_dump_index(dir).is_some() && file == PARENT_LINK);
+    if !ok {
+        return Err(ValidationError::new(
+            "link name",
+            s,
+            format!(
+                "must be \"parent\" or \"pre-<i>/parent\" (i from 1 to {MAX_PRE_DUMPS}): \
+                 the only links a workload directory holds are CRIU's parent links"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_link_target(s: &str) -> Result<(), ValidationError> {
+    if pre_dump_index(s.strip_prefix("../").unwrap_or(s)).is_none() {
+        return Err(ValidationError::new(
+            "link target",
+            s,
+            format!(
+                "must be \"pre-<j>\" or \"../pre-<j>\" (j from 1 to {MAX_PRE_DUMPS}): a \
+                 parent link may only point to a pre-dump directory of its own workload"
+            ),
         ));
     }
     Ok(())
@@ -365,6 +521,89 @@ mod tests {
         // 255 bytes of a two-byte character is 510 bytes: the limit is in bytes.
         assert!(FileName::new("ü".repeat(128)).is_err());
         assert!(FileName::new("ü".repeat(127)).is_ok());
+    }
+
+    #[test]
+    fn pre_dump_dirs() {
+        assert_eq!(pre_dump_index("pre-1"), Some(1));
+        assert_eq!(pre_dump_index(&pre_dump_dir(16)), Some(16));
+        for bad in [
+            "pre-0", "pre-17", "pre-01", "pre-", "pre-+1", "pre-1a", "pre1", "x-1",
+        ] {
+            assert_eq!(pre_dump_index(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_names() {
+        for (ok, pre, file) in [
+            ("pages-1.img", None, "pages-1.img"),
+            ("pre-1/pages-1.img", Some(1), "pages-1.img"),
+            ("pre-16/inventory.img", Some(16), "inventory.img"),
+            ("pre-1", None, "pre-1"),
+        ] {
+            let name = ImageName::new(ok).unwrap();
+            assert_eq!((name.pre_dump(), name.file_name()), (pre, file), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("pre-1/../x", "in pre-1/: contains a path separator"),
+            ("pre-1/..", "in pre-1/: names a directory"),
+            ("pre-x/a", "only directories of a workload"),
+            ("pre-17/a", "only directories of a workload"),
+            ("a/b/c", "only directories of a workload"),
+            ("pre-1/a/b", "in pre-1/: contains a path separator"),
+            ("/etc/passwd", "in directory \"\""),
+            ("../x", "in directory \"..\""),
+            ("pre-1/", "in pre-1/: must be 1 to 255"),
+            ("parent", "CRIU's parent links"),
+            ("pre-2/parent", "CRIU's parent links"),
+        ] {
+            let err = ImageName::new(bad).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad:?}: {err}");
+            assert!(err.to_string().starts_with("image file name"), "{err}");
+        }
+        let plain: ImageName = FileName::new("core-1.img").unwrap().into();
+        assert_eq!(plain.as_str(), "core-1.img");
+    }
+
+    #[test]
+    fn links() {
+        assert_eq!(LinkName::new("parent").unwrap().pre_dump(), None);
+        assert_eq!(LinkName::new("pre-3/parent").unwrap().pre_dump(), Some(3));
+        for bad in [
+            "",
+            "parent/",
+            "pre-1/parent/x",
+            "pre-0/parent",
+            "x/parent",
+            "pre-1/core.img",
+        ] {
+            let err = LinkName::new(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("CRIU's parent links"),
+                "{bad:?}: {err}"
+            );
+        }
+        let t = LinkTarget::new("pre-2").unwrap();
+        assert_eq!((t.pre_dump(), t.is_sibling()), (2, false));
+        let t = LinkTarget::new("../pre-1").unwrap();
+        assert_eq!((t.pre_dump(), t.is_sibling()), (1, true));
+        for bad in [
+            "/etc",
+            "../../x",
+            "../../pre-1",
+            "./pre-1",
+            "pre-1/",
+            "..",
+            "pre-0",
+            "",
+        ] {
+            let err = LinkTarget::new(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("of its own workload"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

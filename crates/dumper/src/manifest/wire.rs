@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    rfc3339_utc, Checksum, FileName, GenerationId, GenerationState, ImageFile, Manifest,
-    SourceSystem, ValidationError, Workload, WorkloadKind, WorkloadName, WorkloadState,
+    rfc3339_utc, Checksum, GenerationId, GenerationState, ImageFile, ImageLink, ImageName,
+    LinkName, LinkTarget, Manifest, SourceSystem, ValidationError, Workload, WorkloadKind,
+    WorkloadName, WorkloadState,
 };
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +55,9 @@ struct WireWorkload {
     command_line: Vec<String>,
     options: BTreeMap<String, String>,
     images: Vec<WireImage>,
+    /// Since 1.1; a 1.0 workload has none.
+    #[serde(default)]
+    links: Vec<WireLink>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +66,13 @@ struct WireImage {
     name: String,
     size: u64,
     checksum: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireLink {
+    name: String,
+    target: String,
 }
 
 impl Body {
@@ -108,6 +119,14 @@ impl Body {
                             checksum: i.checksum.to_string(),
                         })
                         .collect(),
+                    links: w
+                        .links
+                        .iter()
+                        .map(|l| WireLink {
+                            name: l.name.to_string(),
+                            target: l.target.to_string(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -130,10 +149,19 @@ impl Body {
             for (j, image) in w.images.into_iter().enumerate() {
                 let at = format!("{at}.images[{j}]");
                 images.push(ImageFile {
-                    name: FileName::new(image.name).map_err(|e| e.at(format!("{at}.name")))?,
+                    name: ImageName::new(image.name).map_err(|e| e.at(format!("{at}.name")))?,
                     size: image.size,
                     checksum: Checksum::new(image.checksum)
                         .map_err(|e| e.at(format!("{at}.checksum")))?,
+                });
+            }
+            let mut links = Vec::with_capacity(w.links.len());
+            for (j, link) in w.links.into_iter().enumerate() {
+                let at = format!("{at}.links[{j}]");
+                links.push(ImageLink {
+                    name: LinkName::new(link.name).map_err(|e| e.at(format!("{at}.name")))?,
+                    target: LinkTarget::new(link.target)
+                        .map_err(|e| e.at(format!("{at}.target")))?,
                 });
             }
             workloads.push(Workload {
@@ -147,6 +175,7 @@ impl Body {
                 command_line: w.command_line,
                 options: w.options,
                 images,
+                links,
             });
         }
         let manifest = Manifest {

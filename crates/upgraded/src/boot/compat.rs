@@ -397,6 +397,14 @@ fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CompatEr
 /// Copies one workload's image directory `src` into the new, empty directory `dst`
 /// (0700; files 0600). Returns the copied core images.
 pub fn copy_images(src: &Path, dst: &Path) -> Result<Vec<PathBuf>, CompatError> {
+    copy_tree(src, dst, true)
+}
+
+/// [`copy_images`], one level: in the workload's directory, pre-dump directories
+/// (`pre-<N>`) are copied too, and `parent` links (CRIU's pointer to the previous
+/// pre-dump, checked by the verification that precedes this) are recreated as they
+/// are. Any other link or directory is refused, never followed.
+fn copy_tree(src: &Path, dst: &Path, top: bool) -> Result<Vec<PathBuf>, CompatError> {
     match fs::DirBuilder::new().mode(0o700).create(dst) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -412,22 +420,50 @@ pub fn copy_images(src: &Path, dst: &Path) -> Result<Vec<PathBuf>, CompatError> 
         Err(e) => return Err(io_err("creating", dst)(e)),
     }
 
-    let mut names = Vec::new();
+    let is_pre = |n: &str| {
+        n.strip_prefix("pre-")
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut entries = Vec::new();
     for entry in fs::read_dir(src).map_err(io_err("reading", src))? {
         let entry = entry.map_err(io_err("reading", src))?;
         let path = entry.path();
-        // symlink_metadata: a link is refused, never followed out of the area.
+        // symlink_metadata: a link is never followed out of the area.
         let meta = fs::symlink_metadata(&path).map_err(io_err("inspecting", &path))?;
-        if !meta.is_file() {
+        let name = entry.file_name();
+        let ok = meta.is_file()
+            || (meta.is_symlink() && name == "parent")
+            || (top && meta.is_dir() && name.to_str().is_some_and(is_pre));
+        if !ok {
             return Err(CompatError::NotAFile { path });
         }
-        names.push(entry.file_name());
+        entries.push((name, meta));
     }
-    names.sort();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut cores = Vec::new();
-    for name in &names {
+    for (name, meta) in &entries {
         let (from, to) = (src.join(name), dst.join(name));
+        if meta.is_dir() {
+            copy_tree(&from, &to, false)?;
+            continue;
+        }
+        if meta.is_symlink() {
+            let target = fs::read_link(&from).map_err(io_err("reading the link", &from))?;
+            // Only the shapes CRIU writes for a pre-dump chain: `pre-<N>` from the
+            // workload's directory, `../pre-<N>` from a pre-dump directory.
+            let t = target.to_string_lossy();
+            let rest = if top {
+                Some(&*t)
+            } else {
+                t.strip_prefix("../")
+            };
+            if !rest.is_some_and(&is_pre) {
+                return Err(CompatError::NotAFile { path: from });
+            }
+            std::os::unix::fs::symlink(&target, &to).map_err(io_err("creating the link", &to))?;
+            continue;
+        }
         let mut input = fs::File::open(&from).map_err(io_err("opening", &from))?;
         let mut output = fs::OpenOptions::new()
             .write(true)
@@ -437,7 +473,7 @@ pub fn copy_images(src: &Path, dst: &Path) -> Result<Vec<PathBuf>, CompatError> 
             .map_err(io_err("creating", &to))?;
         io::copy(&mut input, &mut output).map_err(io_err("copying to", &to))?;
         let name = name.to_string_lossy();
-        if name.starts_with("core-") && name.ends_with(".img") {
+        if top && name.starts_with("core-") && name.ends_with(".img") {
             cores.push(to);
         }
     }
@@ -553,7 +589,6 @@ pub fn prepare(
     manifest: &Manifest,
     criu_version: &str,
 ) -> anyhow::Result<Prepared> {
-    use anyhow::Context;
     let landing = LandingSystem::probe(criu_version);
     let assessment = assess(manifest, &landing);
     for note in &assessment.notes {
@@ -575,6 +610,26 @@ pub fn prepare(
             refused,
         });
     }
+    let generation = transformed_copy(area, gen, manifest, &assessment.workloads)?;
+    Ok(Prepared {
+        generation,
+        refused,
+    })
+}
+
+/// Writes generation `<gen>.compat`: every workload of `gen` whose verdict is not a
+/// refusal, transformed as its verdict says (a workload without a verdict is copied as
+/// it is), committed with a manifest of its own. An earlier copy is replaced. Used by
+/// [`prepare`], and by `upgradectl internals transform` to exercise a transform on a
+/// system that does not need it.
+pub fn transformed_copy(
+    area: &dumper::Area,
+    gen: &GenerationId,
+    manifest: &Manifest,
+    verdicts: &[(String, Verdict)],
+) -> anyhow::Result<GenerationId> {
+    use anyhow::Context;
+    let verdict = |name: &str| verdicts.iter().find(|(n, _)| n == name).map(|(_, v)| v);
     let derived = GenerationId::new(format!("{gen}.compat"))
         .with_context(|| format!("naming the transformed copy of generation {gen}"))?;
     // A copy left by an earlier boot is rebuilt: this boot's kernel decides.
@@ -586,19 +641,14 @@ pub fn prepare(
         let mut m = manifest.clone();
         m.generation = derived.clone();
         m.workloads
-            .retain(|w| !refused.iter().any(|(n, _)| n == w.name.as_str()));
+            .retain(|w| !matches!(verdict(w.name.as_str()), Some(Verdict::Refuse(_))));
         for w in &mut m.workloads {
             let src = area.generation_path(gen).join(w.name.as_str());
             let dst = pending.path().join(w.name.as_str());
-            let transforms = match assessment
-                .workloads
-                .iter()
-                .find(|(n, _)| n == w.name.as_str())
-            {
-                Some((_, Verdict::Transform(t))) => t.clone(),
+            let transforms = match verdict(w.name.as_str()) {
+                Some(Verdict::Transform(t)) => t.clone(),
                 _ => Vec::new(),
             };
-            // drop_rseq copies every file; with no transform it is a plain copy.
             let changed = if transforms.contains(&Transform::DropRseq) {
                 drop_rseq(&src, &dst)?
             } else {
@@ -617,14 +667,11 @@ pub fn prepare(
         Ok(m) => m,
         Err(e) => {
             let _ = pending.abandon();
-            return Err(e.context(format!("transforming generation {gen} for this kernel")));
+            return Err(e.context(format!("transforming generation {gen}")));
         }
     };
     pending.commit(m)?;
-    Ok(Prepared {
-        generation: derived,
-        refused,
-    })
+    Ok(derived)
 }
 
 #[cfg(test)]
@@ -882,8 +929,23 @@ mod tests {
 
         let err = drop_rseq(&src, &dst).unwrap_err();
         assert!(matches!(err, CompatError::ScratchNotEmpty { .. }), "{err}");
+        // A pre-dump chain is copied as it is; a link anywhere else is refused.
+        fs::create_dir(src.join("pre-1")).unwrap();
+        fs::write(src.join("pre-1/pages-1.img"), b"old pages").unwrap();
+        std::os::unix::fs::symlink("pre-1", src.join("parent")).unwrap();
+        let dst2 = tmp.path().join("dst2");
+        copy_images(&src, &dst2).unwrap();
+        assert_eq!(
+            fs::read_link(dst2.join("parent")).unwrap(),
+            Path::new("pre-1")
+        );
+        assert_eq!(
+            fs::read(dst2.join("pre-1/pages-1.img")).unwrap(),
+            b"old pages"
+        );
+        fs::remove_file(src.join("parent")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.join("parent")).unwrap();
-        let err = drop_rseq(&src, &tmp.path().join("dst2")).unwrap_err();
+        let err = drop_rseq(&src, &tmp.path().join("dst3")).unwrap_err();
         assert!(
             err.to_string().contains("parent is not a regular file"),
             "{err}"

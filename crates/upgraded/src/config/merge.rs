@@ -540,7 +540,13 @@ fn workload(entry: &WorkloadEntry) -> Result<Workload, ConfigError> {
         check,
         tcp_established: entry.tcp_established.as_ref().is_some_and(|v| v.value),
         pre_dump: match &entry.pre_dump {
-            Some(pre_dump) => ranged_value(pre_dump, "workload.pre_dump", 0, u32::MAX, Some(0))?,
+            Some(pre_dump) => ranged_value(
+                pre_dump,
+                "workload.pre_dump",
+                0,
+                dumper::manifest::MAX_PRE_DUMPS,
+                Some(0),
+            )?,
             None => 0,
         },
         leave_running: entry.leave_running.as_ref().is_some_and(|v| v.value),

@@ -746,7 +746,13 @@ fn numbers_out_of_range_are_refused_at_their_line() {
             "[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = -2\n",
             "workload.pre_dump",
             0,
-            u32::MAX.into(),
+            dumper::manifest::MAX_PRE_DUMPS.into(),
+        ),
+        (
+            "[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = 17\n",
+            "workload.pre_dump",
+            0,
+            dumper::manifest::MAX_PRE_DUMPS.into(),
         ),
     ];
     for (text, key, min, max) in cases {

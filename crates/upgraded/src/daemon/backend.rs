@@ -10,8 +10,7 @@ use tracing::warn;
 use super::upgrade::{self, Plan};
 use super::Daemon;
 use crate::api::{
-    self, ApiError, CheckReport, CheckResult, CheckStatus, GenerationInfo, KernelInfo, StatusInfo,
-    WorkloadInfo,
+    self, ApiError, CheckReport, GenerationInfo, KernelInfo, StatusInfo, WorkloadInfo,
 };
 use crate::boot::running_release;
 use crate::config::Settings;
@@ -79,6 +78,7 @@ impl preflight::Probe for RealProbe<'_> {
                 leave_running: true,
                 tcp_established: self.tcp_established,
                 kernel_features: Vec::new(),
+                ..Default::default()
             },
             scratch.path(),
         )?;
@@ -180,29 +180,7 @@ impl DaemonBackend {
             area_root: area.root(),
             tcp_established,
         };
-        let mut report = preflight::run(&input, &probe);
-        // Pre-dumps are configured per workload but not built yet: refuse rather than
-        // silently freeze for longer than the admin planned for.
-        let pre_dumping: Vec<&str> = settings
-            .workloads
-            .iter()
-            .filter(|w| w.pre_dump > 0)
-            .map(|w| w.name.as_str())
-            .collect();
-        if !pre_dumping.is_empty() {
-            report.checks.push(CheckResult {
-                name: "pre-dump".into(),
-                status: CheckStatus::Fail,
-                detail: format!(
-                    "workloads {} ask for pre-dumps, which this build of upgraded does not \
-                     do yet",
-                    pre_dumping.join(", ")
-                ),
-                hint: Some(
-                    "set pre_dump = 0 for them (the freeze then covers the whole dump)".into(),
-                ),
-            });
-        }
+        let report = preflight::run(&input, &probe);
         let TargetKernel::Found(target) = input.target else {
             return Ok((report, None));
         };
@@ -222,6 +200,12 @@ impl DaemonBackend {
                 current_cmdline,
                 workloads,
                 tcp_established,
+                pre_dumps: settings
+                    .workloads
+                    .iter()
+                    .filter(|w| w.pre_dump > 0)
+                    .map(|w| (w.name.clone(), w.pre_dump))
+                    .collect(),
             }),
         ))
     }

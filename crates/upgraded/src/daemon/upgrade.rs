@@ -28,6 +28,8 @@ pub(crate) struct Plan {
     pub current_cmdline: String,
     pub workloads: Vec<Resolved>,
     pub tcp_established: bool,
+    /// Pre-dump iterations by workload name (`pre_dump` of the configuration).
+    pub pre_dumps: std::collections::BTreeMap<String, u32>,
 }
 
 /// Runs the upgrade; on success the kexec has been started and this process is about
@@ -80,6 +82,7 @@ pub(crate) fn run(
 
     let step_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let mut dump_started = false;
+    let mut pre_dumped = false;
     let record = |event: Event| {
         if let Err(e) = store.apply(event) {
             error!("recording the upgrade state: {e}");
@@ -94,9 +97,18 @@ pub(crate) fn run(
             leave_running: false,
             tcp_established: plan.tcp_established,
             kernel_features: crate::boot::compat::running_features(),
+            pre_dump: 0,
+            pre_dump_by_name: plan.pre_dumps.clone(),
         },
         &mut |step| match step {
+            Step::PreDumping(w, i) => {
+                pre_dumped = true;
+                daemon.progress(job, "pre-dumping", &format!("{w} (iteration {i})"));
+            }
             Step::Freezing => {
+                if pre_dumped {
+                    record(Event::PreDumpDone);
+                }
                 record(Event::Freeze);
                 daemon.progress(job, "freezing", "freezing the workloads");
             }
