@@ -780,7 +780,16 @@ impl Resolver<'_> {
     fn session_scope(&self, id: &str) -> Result<String> {
         let out = self.run(
             "loginctl",
-            &["show-session", "--property=Leader,Scope,State", "--", id],
+            // One --property each: loginctl (252) takes no comma lists, and a list
+            // matches no property at all.
+            &[
+                "show-session",
+                "--property=Leader",
+                "--property=Scope",
+                "--property=State",
+                "--",
+                id,
+            ],
         )?;
         if !out.success {
             if mentions(&out.stderr, &["not known", "no session"]) {
@@ -809,7 +818,13 @@ impl Resolver<'_> {
     fn machine(&self, machine: &str) -> Result<(u32, String)> {
         let out = self.run(
             "machinectl",
-            &["show", "--property=Leader,Unit", "--", machine],
+            &[
+                "show",
+                "--property=Leader",
+                "--property=Unit",
+                "--",
+                machine,
+            ],
         )?;
         if !out.success {
             if mentions(&out.stderr, &["no machine", "not known"]) {

@@ -229,3 +229,13 @@ pid_pressure_report() {
     echo "$line"
     PRESSURE_FIRST=$(sed -E 's/.*PIDs ([0-9]+)\.\..*/\1/' <<< "$line")
 }
+
+# Systemd is PID 1 and `criu check` is happy on the running kernel (each scenario that
+# lands on a test kernel calls it once, so every kernel is checked).
+criu_check() {
+    local out
+    [[ $(cat /proc/1/comm) == systemd ]] || fail "PID 1 is $(cat /proc/1/comm), not systemd"
+    out=$(criu check 2>&1) || fail "criu check failed on $(uname -r): $out"
+    grep -q 'Looks good' <<<"$out" || fail "criu check on $(uname -r): $out"
+    echo "criu check on $(uname -r): $(tail -n 1 <<<"$out")"
+}

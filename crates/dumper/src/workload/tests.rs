@@ -398,12 +398,12 @@ fn scope_with_a_zombie_root_is_refused() {
 fn session_by_its_scope() {
     let mut host = FakeHost::new()
         .ok(
-            "loginctl show-session --property=Leader,Scope,State -- 3",
+            "loginctl show-session --property=Leader --property=Scope --property=State -- 3",
             "Leader=301\nScope=session-3.scope\nState=active\n",
         )
         .unit("session-3.scope", "active", "/s3", 0)
         .fail(
-            "loginctl show-session --property=Leader,Scope,State -- 9",
+            "loginctl show-session --property=Leader --property=Scope --property=State -- 9",
             "",
             "Failed to get session path: Session '9' not known\n",
         );
@@ -591,12 +591,12 @@ fn podman_container() {
 fn nspawn_machine() {
     let host = FakeHost::new()
         .ok(
-            "machinectl show --property=Leader,Unit -- deb",
+            "machinectl show --property=Leader --property=Unit -- deb",
             "Leader=900\nUnit=machine-deb.scope\n",
         )
         .unit("machine-deb.scope", "active", MACHINE, 0)
         .fail(
-            "machinectl show --property=Leader,Unit -- nope",
+            "machinectl show --property=Leader --property=Unit -- nope",
             "",
             "Could not get path to machine: No machine 'nope' known\n",
         );
