@@ -18,7 +18,9 @@ now() { date +%s.%N; }
 # Starts a python process in scope $1 holding $2 MiB of written memory, rewriting
 # $3 percent of it per second.
 mem_scope() {
-    systemd-run --quiet --scope --unit="$1" python3 -c '
+    # In a subshell: out of this shell's job table, so no "Killed" lines when the
+    # scopes are stopped or the kexec ends them.
+    (systemd-run --quiet --scope --unit="$1" python3 -c '
 import os, sys, time
 mib, pct = int(sys.argv[1]), float(sys.argv[2])
 B = 1 << 20
@@ -32,7 +34,7 @@ while True:
             buf[k:k + B] = os.urandom(B)
             step += 1
     time.sleep(0.1)
-' "$2" "$3" </dev/null >/dev/null 2>&1 &
+' "$2" "$3" </dev/null >/dev/null 2>&1 &)
 }
 rss_mib() { systemctl show -p MemoryCurrent --value "$1" | awk '{printf "%.0f", $1 / 1048576}'; }
 ckpt_frozen() { upgradectl --json checkpoint --leave-running "$@" | json_field '["frozen_secs"]'; }
