@@ -350,7 +350,7 @@ fn toml_hint(message: &str) -> String {
         return if expected.starts_with("a string") {
             "put the value in double quotes, e.g. key = \"value\"".to_string()
         } else if expected.starts_with("i64") || expected.starts_with("an integer") {
-            "write a whole number without quotes, e.g. keep = 3".to_string()
+            "write a whole number without quotes: 3, not \"3\"".to_string()
         } else if expected.starts_with("a boolean") {
             "write true or false, without quotes".to_string()
         } else if expected.starts_with("a sequence") {
