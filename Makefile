@@ -5,8 +5,11 @@
 #   make deb        build target/debian/upgraded_<version>_amd64.deb (needs dpkg-deb)
 #   make demo       the main job: a guest switches kernels while a session keeps running
 #   make bench      the blackout benchmark in a guest (SIZES="64 512" for more sizes)
+#   make fault-matrix  every fault case of issue 7 in guests (the suite runs a subset)
 #   make check      every test: unit tests, then the VM suite (needs root; installs
 #                   qemu, mmdebstrap and the test kernels itself)
+#   make fuzz       fuzz the manifest reader and the configuration loader,
+#                   FUZZ_SECONDS each (needs nightly Rust and cargo-fuzz; docs/fuzzing.md)
 
 PREFIX      ?= /usr
 DESTDIR     ?=
@@ -24,14 +27,19 @@ ZSHCOMPDIR  := $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 DOCDIR      := $(PREFIX)/share/doc/upgraded
 SYSCONFDIR  ?= /etc
-RELEASE     := target/release
+# The VM test bed builds with the fault points of its fault matrix into a target
+# directory of its own (tests/vm/image/build-layer sets both); a plain `make` never
+# compiles them in.
+FEATURES    ?=
+TARGET_DIR  ?= target
+RELEASE     := $(TARGET_DIR)/release
 
-.PHONY: all build install deb unit-test vm-test check demo bench clean
+.PHONY: all build install deb unit-test vm-test check demo bench fault-matrix fuzz clean
 
 all: build
 
 build:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --target-dir $(TARGET_DIR) $(if $(FEATURES),--features "$(FEATURES)")
 
 install: build
 	install -D -m 0755 $(RELEASE)/upgradectl $(DESTDIR)$(BINDIR)/upgradectl
@@ -94,6 +102,20 @@ demo:
 # The blackout benchmark (issue 6): figures and ratios, not a test. SIZES in MiB.
 bench:
 	tests/vm/bench/run $(SIZES)
+
+# Fault injection at every step of an upgrade (issue 7): error, crash, reset.
+fault-matrix:
+	tests/vm/fault-matrix/run all
+
+# cargo-fuzz targets in fuzz/ (docs/fuzzing.md), one after the other. A crash stops
+# the run and leaves its input in fuzz/artifacts/<target>/.
+FUZZ_SECONDS   ?= 600
+FUZZ_TARGETS   := manifest config
+FUZZ_TOOLCHAIN ?= +nightly
+fuzz:
+	for t in $(FUZZ_TARGETS); do \
+		$(CARGO) $(FUZZ_TOOLCHAIN) fuzz run $$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 || exit 1; done
 
 clean:
 	$(CARGO) clean

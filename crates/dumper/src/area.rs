@@ -22,6 +22,13 @@
 //!
 //! One process (the daemon) uses an area at a time; [`Area::cleanup_incomplete`] is
 //! meant for its start, before any [`Area::begin`].
+//!
+//! A hostile file system is told apart from a damaged area (docs/area.md): a
+//! read-only one ([`Error::AreaReadOnly`]), one that refuses writes to its owner
+//! ([`Error::AreaNotWritable`]) and a full one ([`Error::AreaFull`]) are refused by
+//! [`Area::begin`] before a generation is started, so before anything is frozen, and
+//! reported as such when they turn up later. Whether the file system outlives what the
+//! images are for (a kexec, a power-off) is [`fs_verdict`]'s rule.
 
 use std::ffi::OsString;
 use std::fs;
@@ -30,7 +37,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{create_private_dir, remove_any, set_mode, sync_dir, DIR_MODE, FILE_MODE};
+pub use crate::fsutil::{check_mounted, FsType};
+use crate::fsutil::{
+    create_private_dir, free_bytes, mount_point_of, remove_any, set_mode, sync_dir, DIR_MODE,
+    FILE_MODE,
+};
 use crate::manifest::{
     layout_problem, pre_dump_dir, pre_dump_index, shown, temp_path_for, Checksum, GenerationId,
     GenerationState, ImageFile, ImageLink, ImageName, LayoutEntry, LinkName, LinkTarget, Manifest,
@@ -61,6 +72,18 @@ pub struct PendingGeneration {
     dir: PathBuf,
     final_dir: PathBuf,
     generations: PathBuf,
+    root: PathBuf,
+}
+
+/// The manifest of a generation that passed [`Area::verify`]; only
+/// [`Area::verified`] makes one.
+#[derive(Debug, Clone)]
+pub struct Verified(Manifest);
+
+impl Verified {
+    pub fn manifest(&self) -> &Manifest {
+        &self.0
+    }
 }
 
 impl Area {
@@ -68,6 +91,9 @@ impl Area {
     ///
     /// `root` must exist, be a directory owned by the effective uid and writable by
     /// nobody else: whoever can write it can plant images that get restored.
+    ///
+    /// A read-only area opens (its generations can be listed and verified) as long as
+    /// `generations/` exists with the right mode; [`Area::begin`] refuses it.
     pub fn open(root: impl AsRef<Path>) -> Result<Area> {
         let root = root.as_ref().to_path_buf();
         let euid = nix::unistd::geteuid().as_raw();
@@ -83,8 +109,9 @@ impl Area {
         check_owned_dir(&root, &meta, euid)?;
 
         let generations = root.join(GENERATIONS_DIR);
-        if create_private_dir(&generations)? {
-            sync_dir(&root)?;
+        let explain = |e| explain_write(&root, e, true);
+        if create_private_dir(&generations).map_err(explain)? {
+            sync_dir(&root).map_err(explain)?;
         } else {
             let meta =
                 fs::symlink_metadata(&generations).at("reading metadata of", &generations)?;
@@ -95,10 +122,61 @@ impl Area {
                     mode = format_args!("{:04o}", meta.permissions().mode() & 0o7777),
                     "tightening the mode of the generations directory to 0700"
                 );
-                set_mode(&generations, DIR_MODE)?;
+                set_mode(&generations, DIR_MODE).map_err(explain)?;
             }
         }
         Ok(Area { root, generations })
+    }
+
+    /// Checks that images can be written here now: the file system is not mounted
+    /// read-only (statvfs), and a 0600 file can be created in `generations/`, written,
+    /// synced and removed; that also catches a read-only bind mount, a write refused
+    /// to the owner (an immutable attribute, an ACL, a security module) and a full file
+    /// system or quota. Errors: [`Error::AreaReadOnly`], [`Error::AreaNotWritable`],
+    /// [`Error::AreaFull`]. Nothing is left behind (the probe is a `.tmp-` name, which
+    /// [`Area::cleanup_incomplete`] removes should a crash leave it).
+    pub fn check_writable(&self) -> Result<()> {
+        let st = nix::sys::statvfs::statvfs(&self.generations)
+            .map_err(io::Error::from)
+            .at(
+                "reading the file system status (statvfs) of",
+                &self.generations,
+            )?;
+        if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return Err(Error::AreaReadOnly {
+                path: self.root.clone(),
+                mount_point: mount_point_of(&self.root),
+                source: None,
+            });
+        }
+        let probe = self.generations.join(format!(
+            "{PENDING_PREFIX}write-probe.{}",
+            std::process::id()
+        ));
+        let written = write_probe(&probe);
+        let removed = match fs::remove_file(&probe) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).at("removing", &probe),
+            _ => Ok(()),
+        };
+        written
+            .and(removed)
+            .map_err(|e| explain_write(&self.root, e, true))
+    }
+
+    /// The type of the file system the area is on; [`fs_verdict`] says what it is good
+    /// for.
+    pub fn fs_type(&self) -> Result<FsType> {
+        FsType::of(&self.root)
+    }
+
+    /// Says what an error of writing into this area means, when it says something
+    /// about the area: out of space or quota (anywhere in it: an I/O error, CRIU's or
+    /// podman's report, a failed dump) becomes [`Error::AreaFull`] with the area's path
+    /// and the bytes left, a read-only file system [`Error::AreaReadOnly`]. Other
+    /// errors are returned as they are. For callers that write into the area by other
+    /// means (CRIU's images of a failed [`crate::checkpoint::checkpoint`]).
+    pub fn explain(&self, err: Error) -> Error {
+        explain_write(&self.root, err, false)
     }
 
     pub fn root(&self) -> &Path {
@@ -110,14 +188,18 @@ impl Area {
         self.generations.join(id.as_str())
     }
 
-    /// Starts writing generation `id` in `generations/.tmp-<id>/` (0700).
+    /// Starts writing generation `id` in `generations/.tmp-<id>/` (0700), after
+    /// [`check_writable`](Area::check_writable): a checkpoint begins its generation
+    /// before it freezes anything, so an area that cannot take images refuses it
+    /// first.
     pub fn begin(&self, id: &GenerationId) -> Result<PendingGeneration> {
         let final_dir = self.generation_path(id);
         if exists_no_follow(&final_dir)? {
             return Err(Error::GenerationExists { path: final_dir });
         }
+        self.check_writable()?;
         let dir = self.generations.join(format!("{PENDING_PREFIX}{id}"));
-        if !create_private_dir(&dir)? {
+        if !create_private_dir(&dir).map_err(|e| explain_write(&self.root, e, true))? {
             return Err(Error::PendingExists { path: dir });
         }
         Ok(PendingGeneration {
@@ -125,6 +207,7 @@ impl Area {
             dir,
             final_dir,
             generations: self.generations.clone(),
+            root: self.root.clone(),
         })
     }
 
@@ -189,6 +272,12 @@ impl Area {
             });
         }
         Ok(manifest)
+    }
+
+    /// [`verify`](Area::verify), keeping the proof: a restore that takes the result
+    /// cannot skip the check, nor make the caller hash the images twice.
+    pub fn verified(&self, id: &GenerationId) -> Result<Verified> {
+        self.verify(id).map(Verified)
     }
 
     /// Checks generation `id` against its manifest: nothing missing, nothing extra,
@@ -332,13 +421,17 @@ impl Area {
         if let Some(field) = first_change_besides_states(&old, &new) {
             return Err(Error::ManifestImmutable { path, field });
         }
-        new.save(&path)?;
+        new.save(&path).map_err(|e| self.explain(e))?;
         Ok(new)
     }
 
     /// Removes generation `id`. It is first renamed to `.del-<id>`, so that a crash
     /// midway leaves nothing that looks like a generation.
     pub fn remove(&self, id: &GenerationId) -> Result<()> {
+        self.remove_inner(id).map_err(|e| self.explain(e))
+    }
+
+    fn remove_inner(&self, id: &GenerationId) -> Result<()> {
         let dir = self.existing_generation_dir(id)?;
         let doomed = self.generations.join(format!("{REMOVING_PREFIX}{id}"));
         if exists_no_follow(&doomed)? {
@@ -384,6 +477,10 @@ impl Area {
     /// half-removed ones (`.del-*`) and temporary manifests of interrupted updates.
     /// Returns the removed paths.
     pub fn cleanup_incomplete(&self) -> Result<Vec<PathBuf>> {
+        self.cleanup_inner().map_err(|e| self.explain(e))
+    }
+
+    fn cleanup_inner(&self) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         for name in sorted_entries(&self.generations)? {
             let path = self.generations.join(&name);
@@ -425,7 +522,7 @@ impl PendingGeneration {
     /// The image directory of workload `name` (0700), created if needed.
     pub fn workload_dir(&self, name: &WorkloadName) -> Result<PathBuf> {
         let path = self.dir.join(name.as_str());
-        if !create_private_dir(&path)? {
+        if !create_private_dir(&path).map_err(|e| explain_write(&self.root, e, false))? {
             let meta = fs::symlink_metadata(&path).at("reading metadata of", &path)?;
             if !meta.is_dir() {
                 return Err(Error::NotADirectory { path });
@@ -446,8 +543,15 @@ impl PendingGeneration {
     /// 4. `.tmp-<id>` is renamed to `<id>` and `generations/` fsynced.
     ///
     /// On error nothing is committed and the pending directory stays (see the type's
-    /// documentation). Returns the manifest as written.
-    pub fn commit(self, mut manifest: Manifest) -> Result<Manifest> {
+    /// documentation). A full file system or quota is reported as [`Error::AreaFull`]
+    /// (with the area's path and the bytes left), a read-only one as
+    /// [`Error::AreaReadOnly`]. Returns the manifest as written.
+    pub fn commit(self, manifest: Manifest) -> Result<Manifest> {
+        self.commit_inner(manifest)
+            .map_err(|e| explain_write(&self.root, e, false))
+    }
+
+    fn commit_inner(&self, mut manifest: Manifest) -> Result<Manifest> {
         let manifest_path = self.dir.join(MANIFEST_FILE);
         if manifest.generation != self.id {
             return Err(Error::ManifestInvalid {
@@ -510,7 +614,7 @@ impl PendingGeneration {
         // rename(2) would replace an empty directory at the target: check first.
         if exists_no_follow(&self.final_dir)? {
             return Err(Error::GenerationExists {
-                path: self.final_dir,
+                path: self.final_dir.clone(),
             });
         }
         fs::rename(&self.dir, &self.final_dir).at("committing (renaming)", &self.dir)?;
@@ -738,6 +842,136 @@ fn first_change_besides_states(old: &Manifest, new: &Manifest) -> Option<String>
     None
 }
 
+/// What a hostile file system means for the area at `root`, for an error of writing
+/// into it (see [`Area::explain`]); `access` also turns a refused write (EACCES,
+/// EPERM) into [`Error::AreaNotWritable`], for the writes whose refusal can mean
+/// nothing else.
+fn explain_write(root: &Path, err: Error, access: bool) -> Error {
+    use nix::libc::{EACCES, EDQUOT, EPERM, EROFS};
+    if let Some(errno) = err.space_errno() {
+        let full = |source: Error| Error::AreaFull {
+            path: root.to_path_buf(),
+            free: free_bytes(root),
+            quota: errno == EDQUOT,
+            source: Box::new(source),
+        };
+        return match err {
+            Error::AreaFull { .. } => err,
+            // The failed dump stays the headline (it says every workload runs); why
+            // it failed comes next.
+            Error::DumpFailed { workload, source }
+                if !matches!(*source, Error::AreaFull { .. }) =>
+            {
+                Error::DumpFailed {
+                    workload,
+                    source: Box::new(full(*source)),
+                }
+            }
+            Error::DumpFailed { .. } => err,
+            err => full(err),
+        };
+    }
+    match err.os_errno() {
+        Some(EROFS) => Error::AreaReadOnly {
+            path: root.to_path_buf(),
+            mount_point: mount_point_of(root),
+            source: Some(Box::new(err)),
+        },
+        Some(EACCES | EPERM) if access => Error::AreaNotWritable {
+            path: root.to_path_buf(),
+            euid: nix::unistd::geteuid().as_raw(),
+            source: Box::new(err),
+        },
+        _ => err,
+    }
+}
+
+/// Creates `path` (0600, a stale one removed first), writes a byte to it and syncs it.
+fn write_probe(path: &Path) -> Result<()> {
+    use std::io::Write;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(e).at("removing stale probe", path)
+        }
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .at("creating", path)?;
+    file.write_all(b"\n").at("writing", path)?;
+    file.sync_all().at("syncing", path)
+}
+
+/// What the images in an area are for, as far as its file system matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AreaUse {
+    /// `upgradectl checkpoint`: the images are restored on this boot, or kept for as
+    /// long as the user sees fit.
+    Checkpoint,
+    /// `upgradectl suspend`: the workload is stopped until it is resumed, perhaps
+    /// after a power-off.
+    Suspend,
+    /// An upgrade: the images must outlive the kexec, and a cold boot after a new
+    /// kernel that never came up.
+    Upgrade,
+}
+
+/// [`fs_verdict`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsVerdict {
+    Fine,
+    /// Allowed; the text says what the admin should know.
+    Warn(String),
+    /// Refused; the text says why.
+    Refuse(String),
+}
+
+/// The rule for the file system an area is on, in one place (docs/area.md): tmpfs
+/// and ramfs live in memory, which a kexec or a reboot empties, so an upgrade is
+/// refused there and a suspend warned about; plain checkpoints are the user's choice.
+/// overlayfs keeps what is written in its upper directory, which may itself be in
+/// memory (a live system), and a network or FUSE file system must be mounted again on
+/// the new kernel before the restore (which runs after local-fs.target, before the
+/// network is up): an upgrade is warned about, not refused. Anything else is assumed
+/// to be a disk.
+pub fn fs_verdict(fs: FsType, purpose: AreaUse) -> FsVerdict {
+    match fs {
+        FsType::TMPFS | FsType::RAMFS => match purpose {
+            AreaUse::Upgrade => FsVerdict::Refuse(format!(
+                "the area is on {fs}, which lives in memory: the kexec empties it, and the \
+                 images with it"
+            )),
+            AreaUse::Suspend => FsVerdict::Warn(format!(
+                "the area is on {fs}, which lives in memory: a reboot or power-off loses the \
+                 suspended workload"
+            )),
+            AreaUse::Checkpoint => FsVerdict::Fine,
+        },
+        FsType::OVERLAYFS => match purpose {
+            AreaUse::Checkpoint => FsVerdict::Fine,
+            AreaUse::Upgrade | AreaUse::Suspend => FsVerdict::Warn(
+                "the area is on overlayfs, which keeps what is written in its upper \
+                 directory: if that is in memory (tmpfs, as on a live system) the images do \
+                 not survive a reboot or kexec"
+                    .into(),
+            ),
+        },
+        FsType::NFS | FsType::CIFS | FsType::SMB2 | FsType::FUSE => match purpose {
+            AreaUse::Upgrade => FsVerdict::Warn(format!(
+                "the area is on {fs}: the new kernel must mount it again, over the network \
+                 or through its FUSE daemon, before upgraded-restore.service runs (after \
+                 local-fs.target, before the network is up); a local file system is safer"
+            )),
+            AreaUse::Checkpoint | AreaUse::Suspend => FsVerdict::Fine,
+        },
+        _ => FsVerdict::Fine,
+    }
+}
+
 /// Requires a directory owned by `euid` that only its owner may write.
 fn check_owned_dir(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
     if !meta.is_dir() {
@@ -813,4 +1047,503 @@ fn sorted_entries(dir: &Path) -> Result<Vec<OsString>> {
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::Command;
+
+    use super::*;
+    use crate::manifest::{SourceSystem, WorkloadKind};
+
+    fn id(s: &str) -> GenerationId {
+        GenerationId::new(s).unwrap()
+    }
+
+    fn wname(s: &str) -> WorkloadName {
+        WorkloadName::new(s).unwrap()
+    }
+
+    fn manifest(gen: &str) -> Manifest {
+        let source = SourceSystem {
+            kernel_release: "6.1.0-40-amd64".into(),
+            proc_version: "Linux version 6.1.0-40-amd64".into(),
+            kernel_config_checksum: None,
+            criu_version: "3.17.1".into(),
+            glibc_version: "2.36".into(),
+            cpu: Default::default(),
+        };
+        let mut m = Manifest::new(id(gen), 1, source);
+        m.workloads
+            .push(Workload::new(wname("w"), WorkloadKind::Process, 100));
+        m
+    }
+
+    /// Commits generation `gen` with one small image.
+    fn commit_small(area: &Area, gen: &str) {
+        let pending = area.begin(&id(gen)).unwrap();
+        fs::write(
+            pending
+                .workload_dir(&wname("w"))
+                .unwrap()
+                .join("core-100.img"),
+            b"core",
+        )
+        .unwrap();
+        pending.commit(manifest(gen)).unwrap();
+    }
+
+    /// The names in `generations/` that start with a dot: pending, half-removed and
+    /// probe files.
+    fn dot_entries(area: &Area) -> Vec<String> {
+        sorted_entries(&area.generations)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    fn io_error(action: &'static str, path: &str, errno: i32) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// `{:#}` of an error: itself and its sources.
+    fn chain(err: &Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
+
+    // --- the file system rule --------------------------------------------------------
+
+    #[test]
+    fn memory_file_systems_refuse_upgrades_and_warn_suspends() {
+        use AreaUse::*;
+        for fs in [FsType::TMPFS, FsType::RAMFS] {
+            let FsVerdict::Refuse(why) = fs_verdict(fs, Upgrade) else {
+                panic!("{fs}: an upgrade must be refused");
+            };
+            assert!(
+                why.contains(&fs.to_string()) && why.contains("kexec"),
+                "{why}"
+            );
+            assert!(
+                matches!(fs_verdict(fs, Suspend), FsVerdict::Warn(w) if w.contains("power-off")),
+                "{fs}"
+            );
+            assert_eq!(fs_verdict(fs, Checkpoint), FsVerdict::Fine, "{fs}");
+        }
+        for fs in [
+            FsType::OVERLAYFS,
+            FsType::NFS,
+            FsType::CIFS,
+            FsType::SMB2,
+            FsType::FUSE,
+        ] {
+            assert!(
+                matches!(fs_verdict(fs, Upgrade), FsVerdict::Warn(_)),
+                "{fs}: an upgrade is warned about"
+            );
+            assert_eq!(fs_verdict(fs, Checkpoint), FsVerdict::Fine, "{fs}");
+        }
+        assert!(matches!(
+            fs_verdict(FsType::OVERLAYFS, Suspend),
+            FsVerdict::Warn(_)
+        ));
+        for fs in [FsType::EXT4, FsType::XFS, FsType::BTRFS, FsType(0x1234)] {
+            for purpose in [Checkpoint, Suspend, Upgrade] {
+                assert_eq!(fs_verdict(fs, purpose), FsVerdict::Fine, "{fs} {purpose:?}");
+            }
+        }
+    }
+
+    // --- errors that say what the area's file system did -------------------------------
+
+    #[test]
+    fn hostile_write_errors_name_the_area_and_what_to_do() {
+        let root = Path::new("/srv/area");
+        let ro = explain_write(
+            root,
+            io_error("creating", "/srv/area/generations/x", nix::libc::EROFS),
+            true,
+        );
+        assert!(matches!(ro, Error::AreaReadOnly { .. }), "{ro:?}");
+        let text = chain(&ro);
+        assert!(
+            text.starts_with("persistent area /srv/area is on a read-only mount"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mount -o remount,rw") && text.contains("area.path"),
+            "{text}"
+        );
+        assert!(
+            text.contains("creating /srv/area/generations/x: Read-only file system"),
+            "{text}"
+        );
+
+        let denied = io_error("creating", "/srv/area/generations/x", nix::libc::EACCES);
+        let text = chain(&explain_write(root, denied, true));
+        assert!(
+            text.contains("owns persistent area /srv/area but may not write"),
+            "{text}"
+        );
+        let denied = io_error(
+            "opening",
+            "/srv/area/generations/g/w/core.img",
+            nix::libc::EACCES,
+        );
+        assert!(
+            matches!(explain_write(root, denied, false), Error::Io { .. }),
+            "a refused read is not about writing"
+        );
+
+        let full = explain_write(
+            root,
+            io_error("writing", "/srv/area/m", nix::libc::ENOSPC),
+            false,
+        );
+        let Error::AreaFull {
+            ref path,
+            quota: false,
+            ..
+        } = full
+        else {
+            panic!("{full:?}");
+        };
+        assert_eq!(path, root);
+        let text = chain(&full);
+        assert!(
+            text.starts_with("the persistent area /srv/area is full (")
+                && text.contains("): free space there or move the area (area.path)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("writing /srv/area/m: No space left on device (os error 28)"),
+            "{text}"
+        );
+
+        let quota = explain_write(
+            root,
+            io_error("writing", "/srv/area/m", nix::libc::EDQUOT),
+            false,
+        );
+        let text = quota.to_string();
+        assert!(
+            text.starts_with("the disk quota is used up: the persistent area /srv/area"),
+            "{text}"
+        );
+        assert!(text.contains("raise the quota"), "{text}");
+
+        let other = explain_write(
+            root,
+            io_error("writing", "/srv/area/m", nix::libc::EIO),
+            true,
+        );
+        assert!(matches!(other, Error::Io { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn a_dump_that_filled_the_area_says_so() {
+        let criu = Error::CriuFailed {
+            what: "dump",
+            errno: 0,
+            message: String::new(),
+            log: Some("/run/upgraded/criu/g/w/dump.log".into()),
+            log_tail: "(00.1) Error (criu/page-xfer.c:412): Unable to write pages: No space left \
+                       on device\n(00.1) Dumping FAILED."
+                .into(),
+        };
+        assert!(criu.is_out_of_space());
+        let failed = Error::DumpFailed {
+            workload: "w".into(),
+            source: Box::new(criu),
+        };
+        // Without the area at hand: the headline says what happened.
+        let text = failed.to_string();
+        assert!(
+            text.starts_with(
+                "checkpoint of workload w failed: the persistent area ran out of space"
+            ) && text.ends_with("every workload was left running and no generation was written"),
+            "{text}"
+        );
+        // With it: the path and the bytes left come next in the chain, once.
+        let area_root = tempfile::tempdir().unwrap();
+        let area = Area::open(area_root.path()).unwrap();
+        let explained = area.explain(failed);
+        let Error::DumpFailed { source, .. } = &explained else {
+            panic!("{explained:?}");
+        };
+        assert!(matches!(**source, Error::AreaFull { .. }), "{source:?}");
+        let text = chain(&explained);
+        assert!(
+            text.starts_with("checkpoint of workload w failed; every workload was left running"),
+            "{text}"
+        );
+        let full = format!(
+            "the persistent area {} is full (",
+            area_root.path().display()
+        );
+        assert_eq!(text.matches(&full).count(), 1, "{text}");
+        assert_eq!(text.matches("ran out of space").count(), 0, "{text}");
+        assert!(text.contains("bytes free): free space there"), "{text}");
+        // Explaining twice changes nothing.
+        assert_eq!(chain(&area.explain(explained)), text);
+
+        let podman = Error::CommandFailed {
+            command: "podman container checkpoint db".into(),
+            status: "exit status: 125".into(),
+            stderr_tail: "Error: write /srv/area/x/pages-1.img: disk quota exceeded".into(),
+        };
+        assert!(podman.is_out_of_space());
+        let other = Error::CriuFailed {
+            what: "dump",
+            errno: 0,
+            message: "Can't dump half of a pty pair".into(),
+            log: None,
+            log_tail: String::new(),
+        };
+        assert!(!other.is_out_of_space());
+        let text = Error::DumpFailed {
+            workload: "w".into(),
+            source: Box::new(other),
+        }
+        .to_string();
+        assert!(!text.contains("space"), "{text}");
+    }
+
+    #[test]
+    fn a_writable_area_leaves_no_probe_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = Area::open(dir.path()).unwrap();
+        // A probe a crash left behind is replaced, then removed.
+        let stale = area.generations.join(format!(
+            "{PENDING_PREFIX}write-probe.{}",
+            std::process::id()
+        ));
+        fs::write(&stale, b"old").unwrap();
+        area.check_writable().unwrap();
+        assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
+        commit_small(&area, "g");
+        assert!(dot_entries(&area).is_empty());
+        assert_ne!(area.fs_type().unwrap(), FsType(0));
+    }
+
+    // --- real hostile file systems (root only) ---------------------------------------
+
+    /// A mount made for a test; dropping it unmounts it (lazily, so that a test that
+    /// failed with a file open there still cleans up).
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    /// Runs `mount args... dir`; `None` (with a note) where mounting is not possible:
+    /// not root, or a container that does not allow it.
+    fn mount(args: &[&str], dir: &Path) -> Option<Mount> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a test file system needs root");
+            return None;
+        }
+        let out = Command::new("mount").args(args).arg(dir).output();
+        match out {
+            Ok(out) if out.status.success() => Some(Mount(dir.to_path_buf())),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: mount {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: mount could not run: {e}");
+                None
+            }
+        }
+    }
+
+    /// A 1 MiB tmpfs on a new temporary directory, mode 0700.
+    fn small_tmpfs() -> Option<(tempfile::TempDir, Mount)> {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mount(
+            &["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"],
+            dir.path(),
+        )?;
+        Some((dir, m))
+    }
+
+    /// Writes `path` until the file system is full; returns the error.
+    fn fill(path: &Path) -> io::Error {
+        let mut f = fs::File::create(path).unwrap();
+        let block = vec![0x5a_u8; 64 << 10];
+        loop {
+            if let Err(e) = f.write_all(&block).and_then(|()| f.sync_all()) {
+                return e;
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_only_area_is_refused_before_a_generation_starts() {
+        let Some((dir, _tmpfs)) = small_tmpfs() else {
+            return;
+        };
+        let area = Area::open(dir.path()).unwrap();
+        commit_small(&area, "before");
+        // A read-only bind mount over it, as `mount -o remount,ro` of the area would be.
+        let Some(_bind) = mount(&["--bind", &dir.path().to_string_lossy()], dir.path()) else {
+            return;
+        };
+        let Some(_ro) = mount(&["-o", "remount,bind,ro"], dir.path()) else {
+            return;
+        };
+
+        // Reading still works: the generations can be listed and verified.
+        let area = Area::open(dir.path()).unwrap();
+        assert_eq!(area.list().unwrap(), [id("before")]);
+        area.verify(&id("before")).unwrap();
+
+        let err = area.check_writable().unwrap_err();
+        let Error::AreaReadOnly {
+            path, mount_point, ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, dir.path());
+        assert_eq!(
+            mount_point.as_deref(),
+            Some(fs::canonicalize(dir.path()).unwrap().as_path())
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "persistent area {} is on a read-only mount",
+                dir.path().display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("mount -o remount,rw") && text.contains("area.path"),
+            "{text}"
+        );
+        let err = area.begin(&id("after")).unwrap_err();
+        assert!(matches!(err, Error::AreaReadOnly { .. }), "{err:?}");
+        assert!(dot_entries(&area).is_empty());
+        assert_eq!(area.list().unwrap(), [id("before")]);
+
+        // An area opened for the first time on it cannot even make generations/.
+        let sub = dir.path().join("generations").join("before");
+        let err = Area::open(&sub).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::AreaReadOnly {
+                    source: Some(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            chain(&err).contains("Read-only file system"),
+            "{}",
+            chain(&err)
+        );
+    }
+
+    #[test]
+    fn a_full_area_is_reported_with_its_free_space_and_left_clean() {
+        let Some((dir, _tmpfs)) = small_tmpfs() else {
+            return;
+        };
+        let area = Area::open(dir.path()).unwrap();
+        assert_eq!(area.fs_type().unwrap(), FsType::TMPFS);
+        assert!(matches!(
+            fs_verdict(area.fs_type().unwrap(), AreaUse::Upgrade),
+            FsVerdict::Refuse(_)
+        ));
+        commit_small(&area, "before");
+        let full_text = format!("the persistent area {} is full (", dir.path().display());
+
+        // Images bigger than the area, as CRIU would write them: the write fails, the
+        // caller explains it and abandons the generation.
+        let pending = area.begin(&id("big")).unwrap();
+        let image = pending
+            .workload_dir(&wname("w"))
+            .unwrap()
+            .join("pages-1.img");
+        let err = area.explain(Error::Io {
+            action: "writing",
+            path: image.clone(),
+            source: fill(&image),
+        });
+        let Error::AreaFull {
+            ref path,
+            free: Some(free),
+            quota: false,
+            ..
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, dir.path());
+        assert!(free < 64 << 10, "{free} bytes free in a full 1 MiB tmpfs");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&full_text) && text.contains(&format!("({free} bytes free)")),
+            "{text}"
+        );
+        pending.abandon().unwrap();
+        assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
+
+        // An area that is full already refuses the next generation before it starts.
+        let filler = dir.path().join("filler");
+        assert_eq!(fill(&filler).raw_os_error(), Some(nix::libc::ENOSPC));
+        let err = area.begin(&id("next")).unwrap_err();
+        assert!(matches!(err, Error::AreaFull { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&full_text), "{err}");
+        assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
+        fs::remove_file(&filler).unwrap();
+
+        // The images fit, the manifest does not: the commit says the area is full and
+        // the pending directory stays (its images may be a stopped workload's only
+        // copy) until the caller or cleanup_incomplete removes it.
+        let pending = area.begin(&id("late")).unwrap();
+        fs::write(
+            pending
+                .workload_dir(&wname("w"))
+                .unwrap()
+                .join("core-100.img"),
+            b"core",
+        )
+        .unwrap();
+        fill(&filler);
+        let err = pending.commit(manifest("late")).unwrap_err();
+        assert!(matches!(err, Error::AreaFull { .. }), "{err:?}");
+        assert!(chain(&err).contains("manifest.json"), "{}", chain(&err));
+        assert_eq!(area.list().unwrap(), [id("before")]);
+        fs::remove_file(&filler).unwrap();
+        area.cleanup_incomplete().unwrap();
+        assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
+
+        // What was committed before is intact.
+        area.verify(&id("before")).unwrap();
+        commit_small(&area, "after");
+        assert_eq!(area.list().unwrap(), [id("after"), id("before")]);
+    }
 }

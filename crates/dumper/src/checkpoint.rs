@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use crate::area::{Area, PendingGeneration};
+use crate::area::{Area, PendingGeneration, Verified};
 use crate::criu::{Criu, DumpOptions, RestoreOptions};
 use crate::freezer::{Cgroup2Mount, Freezer};
 use crate::manifest::{
@@ -29,7 +29,7 @@ use crate::manifest::{
     WorkloadKind, WorkloadState, MAX_PRE_DUMPS,
 };
 use crate::workload::{Resolved, Target};
-use crate::{cmd, podman, service, sockdirs, Error};
+use crate::{cmd, faults, podman, service, sockdirs, Error};
 
 /// How long the cgroup freezer may take to freeze a workload.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,6 +206,10 @@ fn mw_options(dopts: &DumpOptions, w: &Resolved, socket_dirs: &str) -> BTreeMap<
     o
 }
 
+/// A final dump's result: the images directory, seconds, and the bound unix sockets'
+/// directories.
+type DumpOutcome = Result<(PathBuf, f64, String), Error>;
+
 /// The options of pre-dump `i` (from 1) of `w`: those of the final dump, tracking
 /// memory, with the previous pre-dump as parent (CRIU resolves the path from the new
 /// images directory and links `parent` to it).
@@ -339,6 +343,17 @@ pub fn checkpoint(
     opts: &CheckpointOptions,
     progress: &mut dyn FnMut(Step),
 ) -> Result<CheckpointReport, Error> {
+    // A full or read-only area is named as such, whoever wrote (we or CRIU).
+    checkpoint_into(area, criu, workloads, opts, progress).map_err(|e| area.explain(e))
+}
+
+fn checkpoint_into(
+    area: &Area,
+    criu: &Criu,
+    workloads: &[Resolved],
+    opts: &CheckpointOptions,
+    progress: &mut dyn FnMut(Step),
+) -> Result<CheckpointReport, Error> {
     if workloads.is_empty() {
         return Err(Error::NothingToCheckpoint);
     }
@@ -407,7 +422,9 @@ pub fn checkpoint(
     // dirtied since. A pre-dump never stops its tree: on error all still run.
     let mut pre_dump_bytes = Vec::with_capacity(order.len());
     for w in &order {
-        match pre_dump(criu, &pending, &gen, w, opts, progress) {
+        let done = pre_dump(criu, &pending, &gen, w, opts, progress)
+            .and_then(|bytes| faults::point("checkpoint::pre-dump").map(|()| bytes));
+        match done {
             Ok(bytes) => pre_dump_bytes.push(bytes),
             Err(e) => {
                 abandon(pending);
@@ -432,6 +449,8 @@ pub fn checkpoint(
         }
         let freezer = Freezer::new()?;
         let frozen = freezer.freeze_all(&cgroups, FREEZE_TIMEOUT)?;
+        // A failure from here on drops `frozen`, which thaws.
+        faults::point("checkpoint::freeze")?;
         Ok((frozen, Some(Cgroup2Mount::discover()?)))
     };
     let (frozen, mount) = match freeze() {
@@ -443,40 +462,103 @@ pub fn checkpoint(
         }
     };
 
-    let mut reports = Vec::new();
-    let mut stopped_by_dump: Option<(&Resolved, PathBuf, BTreeMap<String, String>)> = None;
-    for (w, pre_dump_bytes) in order.iter().zip(pre_dump_bytes) {
-        // Only a workload we could not freeze is dumped by a dump that stops it.
-        let leave_running = opts.leave_running || frozen_by_us(w);
+    // One workload's final dump into the pending generation: its images, seconds and
+    // the directories of its bound unix sockets.
+    let dump_one = |w: &Resolved, dopts: &mut DumpOptions, leave_running: bool| {
+        let images = pending.workload_dir(&w.name)?;
+        let logs = log_dir(&gen, w.name.as_str())?;
+        if frozen_by_us(w) {
+            // Frozen already: CRIU sees the freezer state and leaves it as it was.
+            if let (Some(cg), Some(mount)) = (&w.cgroup, &mount) {
+                dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
+            }
+        }
+        // journald streams (a service's stdout/stderr) are external: restore hands
+        // the tree fresh ones.
+        dopts.external = service::journal_streams(&w.pids)?
+            .into_iter()
+            .map(|ino| format!("unix[{ino}]"))
+            .collect();
+        // Read while the tree still exists: a stopping dump ends it.
+        let socket_dirs = sockdirs::record(&w.pids);
+        let t = Instant::now();
+        info!(workload = %w.name, pid = w.root_pid, "dumping");
+        if let Target::Podman { container } = &w.target {
+            podman::checkpoint(container, &images, leave_running, opts.tcp_established)?;
+        } else {
+            criu.dump(dopts, &images, &logs)?;
+        }
+        Ok::<_, Error>((images, t.elapsed().as_secs_f64(), socket_dirs))
+    };
+    let final_options = |w: &Resolved, leave_running: bool| {
         let mut dopts = dump_options(w, opts, leave_running);
         chain_final_dump(&mut dopts, opts.pre_dumps_of(w.name.as_str()));
-        let result = (|| {
-            let images = pending.workload_dir(&w.name)?;
-            let logs = log_dir(&gen, w.name.as_str())?;
-            if frozen_by_us(w) {
-                // Frozen already: CRIU sees the freezer state and leaves it as it was.
-                if let (Some(cg), Some(mount)) = (&w.cgroup, &mount) {
-                    dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
-                }
-            }
-            // journald streams (a service's stdout/stderr) are external: restore hands
-            // the tree fresh ones.
-            dopts.external = service::journal_streams(&w.pids)?
-                .into_iter()
-                .map(|ino| format!("unix[{ino}]"))
+        dopts
+    };
+
+    // The workloads frozen by us are dumped side by side, each by its own CRIU (they
+    // are independent trees in cgroups of their own): the freeze lasts about as long
+    // as the largest dump, not the sum. At most as many at once as there are CPUs.
+    // Then, one at a time, those a dump must stop (they share a cgroup, or podman).
+    let parallel: Vec<usize> = (0..order.len())
+        .filter(|&i| frozen_by_us(order[i]))
+        .collect();
+    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let mut outcomes: Vec<Option<(DumpOptions, DumpOutcome)>> =
+        (0..order.len()).map(|_| None).collect();
+    for batch in parallel.chunks(at_once) {
+        for &i in batch {
+            progress(Step::Dumping(order[i].name.as_str()));
+        }
+        let done: Vec<_> = std::thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .iter()
+                .map(|&i| {
+                    let dump_one = &dump_one;
+                    let w = order[i];
+                    let mut dopts = final_options(w, true);
+                    scope.spawn(move || {
+                        let r = dump_one(w, &mut dopts, true);
+                        (i, dopts, r)
+                    })
+                })
                 .collect();
-            // Read while the tree still exists: a stopping dump ends it.
-            let socket_dirs = sockdirs::record(&w.pids);
-            let t = Instant::now();
-            info!(workload = %w.name, pid = w.root_pid, "dumping");
-            progress(Step::Dumping(w.name.as_str()));
-            if let Target::Podman { container } = &w.target {
-                podman::checkpoint(container, &images, leave_running, opts.tcp_established)?;
-            } else {
-                criu.dump(&dopts, &images, &logs)?;
+            running
+                .into_iter()
+                .map(|h| h.join().expect("a dump thread panicked"))
+                .collect()
+        });
+        for (i, dopts, r) in done {
+            outcomes[i] = Some((dopts, r));
+        }
+    }
+    if !parallel.is_empty() {
+        // Some workloads are dumped, maybe others are not yet: the mid-dump fault.
+        if let Err(e) = faults::point("checkpoint::dump") {
+            drop(frozen);
+            abandon(pending);
+            release_all();
+            return Err(Error::DumpFailed {
+                workload: order[parallel[0]].name.to_string(),
+                source: Box::new(e),
+            });
+        }
+    }
+
+    let mut reports = Vec::new();
+    let mut stopped_by_dump: Option<(&Resolved, PathBuf, BTreeMap<String, String>)> = None;
+    for (i, (w, pre_dump_bytes)) in order.iter().zip(pre_dump_bytes).enumerate() {
+        // Only a workload we could not freeze is dumped by a dump that stops it.
+        let leave_running = opts.leave_running || frozen_by_us(w);
+        let (dopts, result) = match outcomes[i].take() {
+            Some(done) => done,
+            None => {
+                let mut dopts = final_options(w, leave_running);
+                progress(Step::Dumping(w.name.as_str()));
+                let r = dump_one(w, &mut dopts, leave_running);
+                (dopts, r)
             }
-            Ok::<_, Error>((images, t.elapsed().as_secs_f64(), socket_dirs))
-        })();
+        };
         match result {
             Ok((images, secs, socket_dirs)) => {
                 let mut options = mw_options(&dopts, w, &socket_dirs);
@@ -501,6 +583,7 @@ pub fn checkpoint(
             }
             Err(e) => {
                 // CRIU resumed the failed tree; thaw the others and drop the images.
+                // (A stopping dump comes after every other: none has run yet.)
                 drop(frozen);
                 abandon(pending);
                 release_all();
@@ -516,7 +599,8 @@ pub fn checkpoint(
     let t_commit = Instant::now();
     progress(Step::Committing);
     let pending_path = pending.path().to_owned();
-    let manifest = match pending.commit(manifest) {
+    let committed = faults::point("checkpoint::commit").and_then(|()| pending.commit(manifest));
+    let manifest = match committed {
         Ok(m) => m,
         Err(e) => {
             drop(frozen);
@@ -535,6 +619,16 @@ pub fn checkpoint(
                         restore: Box::new(re),
                     });
                 }
+            }
+            // Every workload runs again: the half-written generation goes (a commit
+            // that failed in its rename may have left it; the next start would too).
+            let left = pending_path.symlink_metadata().is_ok();
+            if let Err(re) = if left {
+                crate::fsutil::remove_any(&pending_path)
+            } else {
+                Ok(())
+            } {
+                warn!(path = %pending_path.display(), error = %re, "could not remove the uncommitted generation");
             }
             return Err(e);
         }
@@ -688,7 +782,21 @@ pub fn restore(
     progress: &mut dyn FnMut(Step),
 ) -> Result<Vec<RestoreReport>, Error> {
     progress(Step::Verifying);
-    let manifest = area.verify(gen)?;
+    let verified = area.verified(gen)?;
+    restore_verified(area, criu, &verified, names, service_restore_cmd, progress)
+}
+
+/// [`restore`] of a generation verified already.
+pub fn restore_verified(
+    area: &Area,
+    criu: &Criu,
+    verified: &Verified,
+    names: &[String],
+    service_restore_cmd: Option<ServiceRestoreCmd>,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Vec<RestoreReport>, Error> {
+    let manifest = verified.manifest();
+    let gen = &manifest.generation;
     let selected: Vec<&Workload> = manifest
         .workloads
         .iter()
@@ -710,6 +818,10 @@ pub fn restore(
 
     let mut reports = Vec::new();
     for w in selected {
+        if !reports.is_empty() {
+            // Between two workloads' restores: the mid-restore fault of the matrix.
+            faults::point("restore::mid")?;
+        }
         let t = Instant::now();
         info!(workload = %w.name, "restoring");
         progress(Step::Restoring(w.name.as_str()));

@@ -84,7 +84,15 @@ pub enum Error {
     )]
     TooManyPreDumps { requested: u32, max: u32 },
 
-    #[error("checkpoint of workload {workload} failed; every workload was left running and no generation was written")]
+    #[error(
+        "checkpoint of workload {workload} failed{}; every workload was left running and no \
+         generation was written",
+        // A caller that knows the area puts an AreaFull with its path in between.
+        if source.space_errno().is_some() && !matches!(**source, Error::AreaFull { .. }) {
+            ": the persistent area ran out of space: free space there or move the area \
+             (area.path) to a larger file system"
+        } else { "" }
+    )]
     DumpFailed {
         workload: String,
         #[source]
@@ -114,6 +122,10 @@ pub enum Error {
         pid: u32,
         holder: String,
     },
+
+    /// A fault the test build injected (feature `failpoints`, see `faults`).
+    #[error("injected fault at {point} (FAILPOINTS)")]
+    Injected { point: &'static str },
 
     #[error("restoring workload {workload} failed")]
     RestoreFailed {
@@ -223,11 +235,71 @@ pub enum Error {
 
     // --- area -----------------------------------------------------------------------
     #[error(
-        "persistent area {} does not exist; create it owned by the user running upgraded \
-         with mode 0700 (systemd-tmpfiles --create upgraded.conf does)",
-        path.display()
+        "persistent area {} does not exist; create it, owned by the user running upgraded \
+         with mode 0700 (install -d -m 0700 {}; for the default path systemd-tmpfiles \
+         --create upgraded.conf does), on a file system that survives a reboot, or fix \
+         area.path in the configuration (upgradectl config show)",
+        path.display(), path.display()
     )]
     AreaMissing { path: PathBuf },
+
+    #[error(
+        "persistent area {} is below {}, which /etc/fstab mounts, but nothing is mounted \
+         there now: images written now would land on the file system underneath and \
+         vanish behind the mount at the next boot; mount it (mount {}), or remove that \
+         line from /etc/fstab, or set area.path elsewhere",
+        path.display(), mount_point.display(), mount_point.display()
+    )]
+    AreaNotMounted { path: PathBuf, mount_point: PathBuf },
+
+    #[error(
+        "persistent area {} is on a read-only mount{}; upgraded cannot write images or \
+         its state there: remount it read-write (mount -o remount,rw {}), or set area.path \
+         to a directory on a writable file system that survives a reboot",
+        path.display(),
+        match mount_point { Some(m) => format!(" ({})", m.display()), None => String::new() },
+        match mount_point { Some(m) => m.display().to_string(), None => "<its mount point>".into() }
+    )]
+    AreaReadOnly {
+        path: PathBuf,
+        mount_point: Option<PathBuf>,
+        /// The write that failed, when it was one (not statvfs's read-only flag).
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    #[error(
+        "uid {euid} owns persistent area {} but may not write there (an immutable \
+         attribute, an ACL or a security module such as AppArmor or SELinux refuses it); \
+         lift that (lsattr -d, getfacl and the audit log tell which), or set area.path to \
+         another directory",
+        path.display()
+    )]
+    AreaNotWritable {
+        path: PathBuf,
+        euid: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error(
+        "{}the persistent area {} is full ({}{}): free space there{} or move the area \
+         (area.path) to a larger file system",
+        if *quota { "the disk quota is used up: " } else { "" },
+        path.display(),
+        match free { Some(n) => format!("{n} bytes free"), None => "free space unknown".into() },
+        if *quota { " on its file system" } else { "" },
+        if *quota { ", raise the quota" } else { "" }
+    )]
+    AreaFull {
+        path: PathBuf,
+        /// What statvfs said was left when the write failed.
+        free: Option<u64>,
+        /// EDQUOT (the quota of the user running upgraded) rather than ENOSPC.
+        quota: bool,
+        #[source]
+        source: Box<Error>,
+    },
 
     #[error(
         "{} is not a directory (or is a symbolic link where a directory is required); \
@@ -473,6 +545,57 @@ pub enum Error {
         /// The processes in state D, as "PID (name)".
         stuck: Vec<String>,
     },
+}
+
+impl Error {
+    /// Whether this error comes from a file system that ran out of space or of the
+    /// writer's quota (ENOSPC, EDQUOT): an I/O error, CRIU's or podman's report of one
+    /// (its errno, message or log tail), or a dump that failed of it.
+    pub fn is_out_of_space(&self) -> bool {
+        self.space_errno().is_some()
+    }
+
+    /// ENOSPC or EDQUOT, if that is what this error comes from (see
+    /// [`is_out_of_space`](Error::is_out_of_space)).
+    pub(crate) fn space_errno(&self) -> Option<i32> {
+        use nix::libc::{EDQUOT, ENOSPC};
+        // What strerror(3) says, as CRIU's messages and logs quote it; podman (Go)
+        // writes it in lower case.
+        let in_text = |text: &str| {
+            let text = text.to_ascii_lowercase();
+            [
+                (ENOSPC, "no space left on device"),
+                (EDQUOT, "disk quota exceeded"),
+            ]
+            .into_iter()
+            .find(|(_, s)| text.contains(s))
+            .map(|(errno, _)| errno)
+        };
+        let space = |errno: i32| [ENOSPC, EDQUOT].contains(&errno).then_some(errno);
+        match self {
+            Error::Io { source, .. } => source.raw_os_error().and_then(space),
+            Error::CriuFailed {
+                errno,
+                message,
+                log_tail,
+                ..
+            } => space(*errno)
+                .or_else(|| in_text(message))
+                .or_else(|| in_text(log_tail)),
+            Error::CommandFailed { stderr_tail, .. } => in_text(stderr_tail),
+            Error::AreaFull { quota, .. } => Some(if *quota { EDQUOT } else { ENOSPC }),
+            Error::DumpFailed { source, .. } => source.space_errno(),
+            _ => None,
+        }
+    }
+
+    /// The `errno` of an I/O error, where this is one.
+    pub(crate) fn os_errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with the crate's [`Error`].

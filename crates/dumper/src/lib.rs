@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cmd;
 pub mod criu;
 mod error;
+pub mod faults;
 pub mod freezer;
 mod fsutil;
 pub mod manifest;

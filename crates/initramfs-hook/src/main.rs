@@ -66,13 +66,56 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // Catching a panic keeps the promise below even for a bug in this file; the panic
     // message itself goes to stderr.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| hook(args, &mut log)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        if fault_point() {
+            log.warn("injected fault (FAILPOINTS): no PIDs reserved, booting normally");
+            return Outcome::NoCmdline;
+        }
+        hook(args, &mut log)
+    }));
     if outcome.is_err() {
         log.warn("internal error (a panic); booting normally");
     }
     // Always 0: the boot must go on whatever happened here. The restore in the real
     // root reads the boot plan (or its absence) and decides there.
     ExitCode::SUCCESS
+}
+
+// --- fault point (test builds) ---------------------------------------------------------
+
+/// The hook's fault point for the VM fault matrix, `hook` in `FAILPOINTS` (the same
+/// rules as `dumper::faults`, which this binary does not link): `return(error)` makes
+/// the hook give up (true), `return(abort)` crashes it, `return(reset)` resets the
+/// machine. Always false in a release build.
+#[cfg(not(feature = "failpoints"))]
+fn fault_point() -> bool {
+    false
+}
+
+#[cfg(feature = "failpoints")]
+fn fault_point() -> bool {
+    let _scenario = fail::FailScenario::setup();
+    (|| {
+        fail::fail_point!("hook", |arg| {
+            let action = arg.unwrap_or_default();
+            let line = format!("<4>{TAG}: FAULT hook: {action}\n");
+            let _ = OpenOptions::new()
+                .append(true)
+                .open("/dev/kmsg")
+                .and_then(|mut k| k.write_all(line.as_bytes()));
+            match action.as_str() {
+                "abort" => std::process::abort(),
+                "reset" => {
+                    let _ = fs::write("/proc/sysrq-trigger", "b");
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                _ => true,
+            }
+        });
+        false
+    })()
 }
 
 // --- arguments ------------------------------------------------------------------------

@@ -58,6 +58,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let Some(gen) = u.generation.clone() else {
         return Ok(());
     };
+    // Errors end in a recorded state; only a crash makes systemd run this again in
+    // the same boot (Restart=on-failure), and the marker in /run says so.
+    let rerun = mark_started();
     let (_, decision) = store.count_boot_attempt(settings.boot.max_attempts)?;
     info!(
         phase = %state.phase(),
@@ -80,6 +83,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         )
     };
     if recovery == Recovery::FinishRollback {
+        if rerun {
+            warn!("the boot side was restarted after a crash: restoring what is not running yet");
+        }
         if decision == BootDecision::GiveUp {
             let why = format!(
                 "the rollback to {} failed {} times; giving up: the images stay in generation \
@@ -93,6 +99,19 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     }
 
     // After the kexec (Booting, Restoring, HealthCheck).
+    if rerun && running == u.to_release.as_str() {
+        // What the crashed run restored runs on; the kexec ends it, and the known-good
+        // kernel restores every workload from the same images.
+        let why = format!(
+            "the boot side crashed on {running} during the upgrade's {} phase (systemd \
+             restarted it); going back to {} with the workloads",
+            state.phase(),
+            u.known_good_release
+        );
+        error!("{why}");
+        store.apply(Event::RollbackStarted { why })?;
+        return roll_back();
+    }
     if decision == BootDecision::RollBack {
         store.apply(Event::BootAttemptsExceeded)?;
         return roll_back();
@@ -101,7 +120,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         // A reset brought up another kernel (the boot loader's default): the new one
         // never reached us. Go back to the known-good kernel with the workloads.
         let why = format!(
-            "came up on {running} instead of {}; the new kernel did not reach the restore",
+            "came up on {running} instead of {}: the new kernel went down (a reset, a \
+             panic, a power cut) before it was blessed",
             u.to_release
         );
         warn!("{why}");
@@ -166,19 +186,22 @@ fn restore_and_bless(
         store.apply(Event::RestoreStarted)?;
         // Damaged images cannot be restored on any kernel: no rollback, which would only
         // fail the same way. The system comes up without the workloads, saying why.
-        if let Err(e) = area.verify(gen) {
-            return Ok(decision.claim(|| {
-                let why = format!(
+        let verified = match area.verified(gen) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(decision.claim(|| {
+                    let why = format!(
                     "the images of generation {gen} failed verification, nothing was restored: {e}"
                 );
-                error!("{why}");
-                store.apply(Event::Fail { why: why.clone() })?;
-                Err(anyhow!(why))
-            }));
-        }
+                    error!("{why}");
+                    store.apply(Event::Fail { why: why.clone() })?;
+                    Err(anyhow!(why))
+                }))
+            }
+        };
         let restored = assess_generation(area, gen).and_then(|(criu, prepared)| {
             if prepared.refused.is_empty() {
-                restore_all(area, &criu, &prepared)
+                restore_all(area, &criu, &prepared, Some(&verified))
             } else {
                 // The known-good kernel took these images once: go back there rather
                 // than come up here without some of the workloads.
@@ -205,6 +228,7 @@ fn restore_and_bless(
         let health = health_check(settings, &manifest, deadline);
         Ok(decision.claim(|| match health {
             Ok(()) => {
+                dumper::faults::point("boot::bless")?;
                 store.apply(Event::HealthPassed)?;
                 info!("{running} is healthy: upgrade blessed");
                 Ok(())
@@ -278,8 +302,21 @@ fn finish_rollback(
         return rollback_kexec(settings, area, store, gen, known_good);
     }
     info!("on the known-good kernel {running}: restoring generation {gen}");
-    let restored = assess_generation(area, gen)
-        .and_then(|(criu, prepared)| restore_all(area, &criu, &prepared).map(|_| prepared.refused));
+    let restored = assess_generation(area, gen).and_then(|(criu, mut prepared)| {
+        // A crashed earlier run of this boot restored some already: they run on.
+        let running_now: Vec<String> = area
+            .load(&prepared.generation)?
+            .workloads
+            .iter()
+            .filter(|w| runs_as_restored(w))
+            .map(|w| w.name.to_string())
+            .collect();
+        for name in &running_now {
+            info!(workload = %name, "restored before the boot side was restarted: runs on");
+        }
+        prepared.skip(&running_now);
+        restore_all(area, &criu, &prepared, None).map(|_| prepared.refused)
+    });
     match restored {
         Ok(refused) if !refused.is_empty() => {
             let why = format!(
@@ -339,6 +376,39 @@ fn rollback_kexec(
     Ok(())
 }
 
+/// The boot side's start in this boot (under /run: gone at the next boot). True when
+/// a run of this boot came first, i.e. this is systemd's restart after a crash.
+fn mark_started() -> bool {
+    const MARKER: &str = "/run/upgraded/boot-side-started";
+    let path = Path::new(MARKER);
+    if path.exists() {
+        return true;
+    }
+    if let Some(dir) = path.parent() {
+        let _ = dumper::create_private_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, b"") {
+        warn!("writing {MARKER}: {e}; a restart after a crash will not be recognised");
+    }
+    false
+}
+
+/// Whether workload `w` runs now as restored from its images: its root PID is alive
+/// with the command line the manifest recorded. After a kexec only our restore can
+/// have made that so (the PIDs were reserved); a stranger with the same PID differs
+/// in its command line, and the restore then refuses it by name.
+fn runs_as_restored(w: &dumper::manifest::Workload) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{}/cmdline", w.root_pid)) else {
+        return false;
+    };
+    let argv: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    !w.command_line.is_empty() && argv == w.command_line
+}
+
 /// The highest PID the generation restores: the next kernel's initramfs hook starts
 /// PIDs above it so that nothing booting takes one of them.
 pub fn pid_floor(manifest: &Manifest) -> Option<u32> {
@@ -375,10 +445,21 @@ fn assess_generation(area: &Area, gen: &GenerationId) -> anyhow::Result<(Criu, P
 
 /// Restores every workload of the prepared generation that this system can take.
 /// After a kexec nothing of the generation runs: everything is restored. A PID that is
-/// taken is an error naming its holder (the restore checks), never a skip.
-fn restore_all(area: &Area, criu: &Criu, prepared: &Prepared) -> anyhow::Result<Manifest> {
+/// taken is an error naming its holder (the restore checks), never a skip. The images
+/// are hashed once: `verified` is reused when it is the generation restored from (not
+/// a transformed copy).
+fn restore_all(
+    area: &Area,
+    criu: &Criu,
+    prepared: &Prepared,
+    verified: Option<&dumper::area::Verified>,
+) -> anyhow::Result<Manifest> {
     let gen = &prepared.generation;
-    let mut manifest = area.load(gen)?;
+    let verified = match verified.filter(|v| &v.manifest().generation == gen) {
+        Some(v) => v.clone(),
+        None => area.verified(gen)?,
+    };
+    let mut manifest = verified.manifest().clone();
     manifest
         .workloads
         .retain(|w| !prepared.refused.iter().any(|(n, _)| n == w.name.as_str()));
@@ -386,13 +467,15 @@ fn restore_all(area: &Area, criu: &Criu, prepared: &Prepared) -> anyhow::Result<
         .workloads
         .iter()
         .map(|w| w.name.to_string())
+        .filter(|n| !prepared.running.contains(n))
         .collect();
     if names.is_empty() {
         return Ok(manifest);
     }
     let cmd = local::service_restore_cmd_for(UPGRADECTL.into(), area);
-    let reports = checkpoint::restore(area, criu, gen, &names, Some(&cmd), &mut |_| {})
-        .with_context(|| format!("restoring generation {gen}"))?;
+    let reports =
+        checkpoint::restore_verified(area, criu, &verified, &names, Some(&cmd), &mut |_| {})
+            .with_context(|| format!("restoring generation {gen}"))?;
     for r in &reports {
         info!(workload = %r.name, pid = r.pid, "restored in {:.2} s", r.restore_secs);
     }
@@ -413,6 +496,7 @@ fn refusals(refused: &[(String, String)]) -> String {
 /// exit 0 = healthy). All before `deadline`: `health.timeout_secs` after the restore
 /// began.
 fn health_check(settings: &Settings, manifest: &Manifest, deadline: Instant) -> Result<(), String> {
+    dumper::faults::point("boot::health").map_err(|e| e.to_string())?;
     std::thread::sleep(settings.health.settle());
     for w in &manifest.workloads {
         if !Path::new("/proc").join(w.root_pid.to_string()).exists() {
@@ -567,5 +651,24 @@ mod tests {
         // Clamped to what the hook accepts: low PIDs reserve the kernel's own minimum.
         assert_eq!(pid_floor(&manifest(&[(42, &[42])])), Some(300));
         assert_eq!(pid_floor(&manifest(&[])), None);
+    }
+
+    #[test]
+    fn a_workload_runs_as_restored_only_with_its_pid_and_command_line() {
+        let me = std::process::id();
+        let argv: Vec<String> = std::env::args().collect();
+        let mut w = Workload::new(WorkloadName::new("w").unwrap(), WorkloadKind::Process, me);
+        w.command_line = argv.clone();
+        assert!(runs_as_restored(&w));
+        // Same PID, another program: a stranger holds it.
+        w.command_line = vec!["bash".into(), "-c".into(), "counter".into()];
+        assert!(!runs_as_restored(&w));
+        // Nothing recorded proves nothing.
+        w.command_line.clear();
+        assert!(!runs_as_restored(&w));
+        // A PID nobody holds (above any pid_max).
+        w.command_line = argv;
+        w.root_pid = 4_194_305;
+        assert!(!runs_as_restored(&w));
     }
 }

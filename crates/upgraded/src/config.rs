@@ -85,7 +85,7 @@ pub use settings::{
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// The main configuration file on a running system.
@@ -96,6 +96,10 @@ pub const SYSTEM_DROPIN_DIRS: [&str; 3] = [
     "/run/upgraded/config.d",
     "/etc/upgraded/config.d",
 ];
+
+/// The largest configuration file read. A real one takes a few kilobytes; the cap
+/// bounds the memory and time a damaged or hostile file can cost.
+pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
 
 /// Where the configuration is read from. Tests point this at a temporary directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,16 +233,45 @@ pub fn load_documents<'a>(
 }
 
 fn apply_document(merged: &mut merge::Merged, path: &Path, text: &str) -> Result<(), ConfigError> {
+    if text.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(too_large(path, text.len() as u64));
+    }
     let fragment: fragment::Fragment =
         toml::from_str(text).map_err(|err| error::parse_error(path, text, &err))?;
     merged.apply(path, text, fragment)
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = fs::read(path).map_err(|err| ConfigError::Read {
+    let read_error = |err| ConfigError::Read {
         path: path.to_path_buf(),
         err,
-    })?;
+    };
+    let file = fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > MAX_CONFIG_SIZE {
+        return Err(too_large(path, size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // The file may have grown since: read one byte past the cap to know.
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(too_large(path, bytes.len() as u64));
+    }
+    decode_text(path, bytes)
+}
+
+fn too_large(path: &Path, size: u64) -> ConfigError {
+    ConfigError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: MAX_CONFIG_SIZE,
+    }
+}
+
+/// The contents of the file at `path` as text.
+fn decode_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|err| {
         let offset = err.utf8_error().valid_up_to();
         let bytes = err.into_bytes();
@@ -252,6 +285,56 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
                 .to_string(),
         }
     })
+}
+
+/// The body of the fuzz target `config` (fuzz/fuzz_targets/config.rs) and of the
+/// corpus replay test (tests/fuzz_corpus.rs), kept here so that the two cannot drift.
+/// Not part of the API.
+///
+/// `data` is the contents of one or more files separated by NUL bytes (which TOML
+/// cannot hold), so that merging is fuzzed too: the main file, then drop-ins. They
+/// are decoded, merged and validated as [`load_sources`] does. A configuration that
+/// loads must print as TOML (`upgradectl config show`) that loads back to the same
+/// settings, and as JSON; an error must display. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_entry(data: &[u8]) {
+    let mut paths = Vec::new();
+    let mut texts = Vec::new();
+    for (i, part) in data.split(|&b| b == 0).enumerate() {
+        let path = match i {
+            0 => PathBuf::from(SYSTEM_MAIN_FILE),
+            i => Path::new(SYSTEM_DROPIN_DIRS[2]).join(format!("{i:02}-fuzz.toml")),
+        };
+        match decode_text(&path, part.to_vec()) {
+            Ok(text) => texts.push(text),
+            Err(err) => {
+                let _ = err.to_string();
+                return;
+            }
+        }
+        paths.push(path);
+    }
+    let documents = paths
+        .iter()
+        .map(PathBuf::as_path)
+        .zip(texts.iter().map(String::as_str));
+    let settings = match load_documents(documents) {
+        Ok(settings) => settings,
+        Err(err) => {
+            let _ = err.to_string();
+            return;
+        }
+    };
+    let shown = toml::to_string(&settings)
+        .unwrap_or_else(|err| panic!("settings do not serialize as TOML: {err}"));
+    let again = load_documents([(Path::new("shown"), shown.as_str())])
+        .unwrap_or_else(|err| panic!("shown settings do not load: {err}\n--- shown:\n{shown}"));
+    assert_eq!(
+        again, settings,
+        "settings changed when shown and loaded\n--- shown:\n{shown}"
+    );
+    serde_json::to_string(&settings)
+        .unwrap_or_else(|err| panic!("settings do not serialize as JSON: {err}"));
 }
 
 /// The `*.toml` entries of a drop-in directory, or none if it does not exist.

@@ -21,6 +21,10 @@ use crate::config::{self, ConfigPaths, Settings};
 /// the freeze and the thaw leaves this list for the next start to thaw. In /run: a
 /// freeze does not outlive a reboot, and neither should the list.
 pub const FROZEN_LIST: &str = "/run/upgraded/frozen";
+/// Written just before kexec.target is started (after the state says kexec-started).
+/// It lives in /run, which the kexec empties: a daemon that starts and finds it is in
+/// the boot the kexec should have ended, so the kexec never happened.
+pub const KEXEC_PENDING: &str = "/run/upgraded/kexec-started";
 
 /// The `upgradectl` that services run to restore themselves (`internals restore-unit`),
 /// where `make install` and the package put it.

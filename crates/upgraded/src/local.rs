@@ -14,12 +14,32 @@ use serde_json::json;
 use crate::config::{AreaLocation, Selector, Settings};
 
 /// Opens the configured area. Only a directory area is built so far.
+///
+/// Every command that touches the area comes here (docs/area.md). A path below a
+/// mount point of /etc/fstab where nothing is mounted is refused before anything is
+/// created. The area directory itself is created (0700) when its parent exists; a
+/// missing parent is left to [`Area::open`]'s "does not exist" (a mistyped area.path,
+/// or a file system that is not there), since creating the whole path would put the
+/// images on whatever file system holds its first existing ancestor. A read-only or
+/// full area opens, so that its generations can still be listed and verified;
+/// [`Area::begin`] refuses it before a checkpoint freezes anything.
 pub fn open_area(settings: &Settings) -> Result<Area> {
     match &settings.area.location {
         AreaLocation::Directory { path } => {
-            std::fs::create_dir_all(path)
-                .with_context(|| format!("creating the area directory {}", path.display()))?;
-            Area::open(path).with_context(|| format!("opening the area {}", path.display()))
+            let opening = || format!("opening the area {}", path.display());
+            dumper::area::check_mounted(path).with_context(opening)?;
+            if !path.exists() && path.parent().is_some_and(std::path::Path::is_dir) {
+                use std::os::unix::fs::DirBuilderExt;
+                match std::fs::DirBuilder::new().mode(0o700).create(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(e).with_context(|| {
+                            format!("creating the area directory {}", path.display())
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Area::open(path).with_context(opening)
         }
         other => bail!(
             "the area kind in the configuration ({}) is not supported by this build yet; \

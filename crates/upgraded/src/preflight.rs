@@ -12,6 +12,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use dumper::area::{fs_verdict, AreaUse, FsType, FsVerdict};
 use dumper::workload::Resolved;
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +123,12 @@ pub trait Probe {
     /// The bytes available on the file system of `area_path` (statvfs: `f_bavail *
     /// f_frsize`; the root reserve is left to the rest of the system).
     fn free_bytes(&self, area_path: &Path) -> Result<u64, ProbeError>;
+    /// The type of the file system of `area_path` (statfs(2)'s `f_type`).
+    fn area_fs_type(&self, area_path: &Path) -> Result<FsType, ProbeError>;
+    /// Whether images can be written in the area at `area_path` now
+    /// ([`dumper::Area::check_writable`]: not mounted read-only, and a file can be
+    /// created, written, synced and removed there); leaves nothing behind.
+    fn area_writable(&self, area_path: &Path) -> Result<(), ProbeError>;
     /// CRIU's version: the distribution package's when there is one (see
     /// [`crate::kernel::known_problems`]).
     fn criu_version(&self) -> Result<Version, ProbeError>;
@@ -213,6 +220,7 @@ const NAME_KERNEL: &str = "kernel";
 const NAME_CONFIG: &str = "kernel config";
 const NAME_KNOWN_BAD: &str = "known bad";
 const NAME_KEXEC_TOOLS: &str = "kexec-tools";
+const NAME_AREA_FS: &str = "area";
 const NAME_AREA: &str = "area space";
 const NAME_LOAD: &str = "kexec load";
 
@@ -223,6 +231,7 @@ pub fn run(input: &Input, probe: &dyn Probe) -> Report {
         check_config(input),
         check_known_bad(input, probe),
         check_kexec_tools(probe),
+        check_area_fs(input, probe),
         check_area(input, probe),
     ];
     for w in &input.workloads {
@@ -578,6 +587,68 @@ fn check_kexec_tools(probe: &dyn Probe) -> CheckResult {
         Err(e) => CheckResult::new(NAME_KEXEC_TOOLS, Status::Warn, chain(&*e)).hint(format!(
             "write LOAD_KEXEC=false on a line of its own in {KEXEC_DEFAULTS}"
         )),
+    }
+}
+
+/// The area's file system: one that survives the kexec ([`fs_verdict`]), and that
+/// takes writes now (not read-only, not refusing its owner, not full).
+fn check_area_fs(input: &Input, probe: &dyn Probe) -> CheckResult {
+    let area = input.area_path.display();
+    let mut status = Status::Pass;
+    let mut problems = Vec::new();
+    let mut hints = Vec::new();
+    let fs = match probe.area_fs_type(&input.area_path) {
+        Ok(fs) => {
+            match fs_verdict(fs, AreaUse::Upgrade) {
+                FsVerdict::Fine => {}
+                FsVerdict::Warn(why) => {
+                    status = Status::Warn;
+                    problems.push(why);
+                    hints.push(
+                        "if the images would not survive there, set area.path to a directory \
+                         on a local disk file system (ext4, xfs, btrfs)",
+                    );
+                }
+                FsVerdict::Refuse(why) => {
+                    status = Status::Fail;
+                    problems.push(why);
+                    hints.push(
+                        "set area.path to a directory on a disk file system (ext4, xfs, btrfs) \
+                         that the new kernel mounts at boot",
+                    );
+                }
+            }
+            fs.to_string()
+        }
+        Err(e) => {
+            status = Status::Fail;
+            problems.push(format!("its file system type is unknown: {}", chain(&*e)));
+            hints.push("check that the area exists and is mounted (area.path)");
+            "unknown file system".to_owned()
+        }
+    };
+    let writable = match probe.area_writable(&input.area_path) {
+        Ok(()) => "writable",
+        Err(e) => {
+            status = Status::Fail;
+            problems.push(chain(&*e));
+            hints.push(
+                "the upgrade writes its state and images there: make it writable, or set \
+                 area.path to a directory on a writable disk file system",
+            );
+            "not writable"
+        }
+    };
+    let mut detail = format!("{area}: {fs}, {writable}");
+    for p in problems {
+        detail.push_str("; ");
+        detail.push_str(&p);
+    }
+    let row = CheckResult::new(NAME_AREA_FS, status, detail);
+    if hints.is_empty() {
+        row
+    } else {
+        row.hint(hints.join("; "))
     }
 }
 

@@ -272,22 +272,43 @@ pub fn upgrade(
     // Subscribe before the call: the job may report before the reply arrives.
     let progress = p.receive_job_progress()?;
     let finished = p.receive_job_finished()?;
+    let gone = daemon_exits(&p)?;
     let job = p.upgrade(kernel).map_err(|e| call_error("upgrade", e))?;
     follow_job(
         job,
-        progress,
-        finished,
+        (progress, finished, gone),
         json,
         out,
         &format!("upgrade to {kernel}"),
     )
 }
 
-/// Shows a job's progress until its `JobFinished`; fails when the job failed.
+/// The bus name's owner changes: upgraded stopped (a crash, a restart) or came back.
+/// Subscribed before a job starts, like its signals.
+fn daemon_exits(
+    p: &ClientProxyBlocking<'static>,
+) -> anyhow::Result<zbus::blocking::fdo::NameOwnerChangedIterator> {
+    let dbus = zbus::blocking::fdo::DBusProxy::new(p.inner().connection())
+        .context("making the bus proxy")?;
+    dbus.receive_name_owner_changed_with_args(&[(0, api::BUS_NAME)])
+        .context("watching upgraded on the bus")
+}
+
+/// What ends the wait for a job.
+enum JobEnd {
+    Finished { success: bool, message: String },
+    DaemonGone,
+}
+
+/// Shows a job's progress until its `JobFinished`; fails when the job failed, or when
+/// upgraded leaves the bus first (it crashed or was stopped: the job will never report).
 fn follow_job(
     job: u32,
-    progress: api::JobProgressIterator,
-    finished: api::JobFinishedIterator,
+    (progress, finished, gone): (
+        api::JobProgressIterator,
+        api::JobFinishedIterator,
+        zbus::blocking::fdo::NameOwnerChangedIterator,
+    ),
     json: bool,
     out: &mut dyn Write,
     what: &str,
@@ -317,32 +338,56 @@ fn follow_job(
             }
         }
     });
-    for sig in finished {
-        let Ok(a) = sig.args() else { continue };
-        if a.job != job {
-            continue;
+    let (tx, ends) = std::sync::mpsc::channel::<JobEnd>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for sig in finished {
+            let Ok(a) = sig.args() else { continue };
+            if a.job == job {
+                let _ = tx.send(JobEnd::Finished {
+                    success: a.success,
+                    message: a.message.to_owned(),
+                });
+                return;
+            }
         }
-        if let Some(b) = &bar {
-            b.finish_and_clear();
+    });
+    std::thread::spawn(move || {
+        // Any change of owner: the upgraded that runs the job is gone.
+        if gone.into_iter().next().is_some() {
+            let _ = tx2.send(JobEnd::DaemonGone);
         }
-        if json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"job": job, "success": a.success, "message": a.message})
-            )?;
-        } else {
-            writeln!(out, "{}", a.message)?;
-        }
-        if a.success {
-            return Ok(());
-        }
-        bail!("{what} failed");
+    });
+    let end = ends.recv();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
-    bail!(
-        "lost the connection to upgraded before job {job} reported its end; \
-         `upgradectl status` shows where it got"
-    )
+    match end {
+        Ok(JobEnd::Finished { success, message }) => {
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"job": job, "success": success, "message": message})
+                )?;
+            } else {
+                writeln!(out, "{message}")?;
+            }
+            if success {
+                return Ok(());
+            }
+            bail!("{what} failed");
+        }
+        Ok(JobEnd::DaemonGone) => bail!(
+            "upgraded stopped before job {job} ({what}) reported its end (it crashed or was \
+             stopped); when it starts again it finishes or undoes what the job left: \
+             `upgradectl status` shows the outcome, `journalctl -u upgraded` why"
+        ),
+        Err(_) => bail!(
+            "lost the connection to upgraded before job {job} reported its end; \
+             `upgradectl status` shows where it got"
+        ),
+    }
 }
 
 pub fn rollback(yes: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -353,8 +398,9 @@ pub fn rollback(yes: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<()
     let p = connect()?;
     let progress = p.receive_job_progress()?;
     let finished = p.receive_job_finished()?;
+    let gone = daemon_exits(&p)?;
     let job = p.rollback().map_err(|e| call_error("rollback", e))?;
-    follow_job(job, progress, finished, json, out, "rollback")
+    follow_job(job, (progress, finished, gone), json, out, "rollback")
 }
 
 /// Asks on a terminal; elsewhere requires --yes.

@@ -86,6 +86,27 @@ status_field() { upgradectl status --json | json_field "['$1']"; }
 
 # --- four workloads: issue 5's scenarios 1 and 2 -------------------------------------
 
+# Starts counterd.service, a Type=simple service counting in /root/svc.counter.
+start_counterd() {
+    cat > /root/counterd.py <<'PY'
+import os, time
+i = 0
+while True:
+    with open("/root/svc.counter.new", "w") as f:
+        f.write(f"{i}\n")
+    os.rename("/root/svc.counter.new", "/root/svc.counter")
+    i += 1
+    time.sleep(0.2)
+PY
+    cat > /etc/systemd/system/counterd.service <<'UNIT'
+[Service]
+ExecStart=/usr/bin/python3 /root/counterd.py
+Restart=always
+UNIT
+    systemctl daemon-reload
+    systemctl start counterd.service
+}
+
 # Starts a shell counter (scope counter.scope, pre-dumped once), a TCP client and server with an
 # established connection (tcp.scope), a tmux session (socket "demo") and a systemd
 # service (counterd.service); records their PIDs in /root/pids and prints the
@@ -119,23 +140,7 @@ while True:
     time.sleep(0.2)
 PY
     systemd-run --quiet --scope --unit=tcp.scope python3 /root/tcp.py </dev/null >/dev/null 2>&1 &
-    cat > /root/counterd.py <<'PY'
-import os, time
-i = 0
-while True:
-    with open("/root/svc.counter.new", "w") as f:
-        f.write(f"{i}\n")
-    os.rename("/root/svc.counter.new", "/root/svc.counter")
-    i += 1
-    time.sleep(0.2)
-PY
-    cat > /etc/systemd/system/counterd.service <<'UNIT'
-[Service]
-ExecStart=/usr/bin/python3 /root/counterd.py
-Restart=always
-UNIT
-    systemctl daemon-reload
-    systemctl start counterd.service
+    start_counterd
     wait_for /root/counter >&2
     wait_for /root/svc.counter >&2
     wait_for /root/tcp.state 60 >&2
@@ -238,4 +243,136 @@ criu_check() {
     out=$(criu check 2>&1) || fail "criu check failed on $(uname -r): $out"
     grep -q 'Looks good' <<<"$out" || fail "criu check on $(uname -r): $out"
     echo "criu check on $(uname -r): $(tail -n 1 <<<"$out")"
+}
+
+# --- fault matrix: issue 7 ------------------------------------------------------------
+
+# The fault points of the test build (dumper::faults) by the matrix's step names.
+declare -A FAULT_POINT=(
+    [resolve]=upgrade::resolve [pre-dump]=checkpoint::pre-dump [freeze]=checkpoint::freeze
+    [dump]=checkpoint::dump [commit]=checkpoint::commit [kexec-load]=upgrade::kexec-load
+    [kexec]=upgrade::kexec [hook]=hook [restore]=restore::mid [health]=boot::health
+    [bless]=boot::bless
+)
+
+# Starts the matrix's two workloads, a shell counter in counter.scope (pre-dumped once)
+# and a Type=simple service counterd.service, records their PIDs in /root/pids, and
+# prints their [[workload]] configuration.
+matrix_workloads_start() {
+    systemd-run --quiet --scope --unit=counter.scope bash -c \
+        'i=0; while :; do echo "$i" > /root/counter.new; mv -f /root/counter.new /root/counter; i=$((i + 1)); sleep 0.2; done' \
+        </dev/null >/dev/null 2>&1 &
+    start_counterd
+    wait_for /root/counter >&2
+    wait_for /root/svc.counter >&2
+    local counter svc
+    counter=$(systemctl show -p ControlGroup --value counter.scope | xargs -I{} cat /sys/fs/cgroup{}/cgroup.procs | head -n 1)
+    svc=$(systemctl show -p MainPID --value counterd.service)
+    echo "$counter $svc" > /root/pids
+    echo "counter PID $counter, counterd $svc" >&2
+    cat <<'EOF2'
+
+[[workload]]
+name = "counter"
+kind = "scope"
+unit = "counter.scope"
+pre_dump = 1
+
+[[workload]]
+name = "counterd"
+kind = "service"
+unit = "counterd.service"
+EOF2
+}
+
+# Arms fault point $2 (a FAULT_POINT key) with action $3 (error, abort, reset) for
+# unit $1 (upgraded.service or upgraded-restore.service) through a drop-in, after
+# clearing every earlier arming and fired marker.
+matrix_arm() {
+    local unit=$1 step=$2 action=$3
+    matrix_disarm
+    mkdir -p "/etc/systemd/system/$unit.d"
+    printf '[Service]\nEnvironment="FAILPOINTS=%s=return(%s)"\n' "${FAULT_POINT[$step]}" "$action" \
+        > "/etc/systemd/system/$unit.d/fault.conf"
+    systemctl daemon-reload
+}
+
+matrix_disarm() {
+    rm -f /etc/systemd/system/upgraded.service.d/fault.conf \
+        /etc/systemd/system/upgraded-restore.service.d/fault.conf
+    rm -rf /var/lib/upgraded-test-faults
+    systemctl daemon-reload
+}
+
+# Waits until upgraded runs and the state is terminal (or idle); prints the state.
+matrix_wait_settled() {
+    local state="" i
+    for ((i = 0; i < 240; i++)); do
+        if systemctl is-active -q upgraded.service; then
+            state=$(status_field state 2>/dev/null || true)
+            case $state in failed | rolled-back | blessed | idle) break ;; esac
+        fi
+        sleep 0.5
+    done
+    echo "$state"
+}
+
+# Counts the workloads that are not running as before (same PID, counting on from
+# where they were, not restarted, not frozen) and prints "lost=N" with the reasons
+# to stderr. $1, $2: the counters' values before the case.
+matrix_lost() {
+    local c0=$1 s0=$2 counter svc lost=0 a b
+    read -r counter svc < /root/pids
+    local cg=/sys/fs/cgroup/system.slice
+    if [[ $(ps -o comm= -p "$counter" 2>/dev/null) != bash ]]; then
+        echo "  counter: PID $counter is gone" >&2; lost=$((lost + 1))
+    else
+        [[ ! -e $cg/counter.scope/cgroup.freeze || $(cat $cg/counter.scope/cgroup.freeze) == 0 ]] ||
+            echo "  counter: counter.scope is frozen" >&2
+        a=$(counter_value /root/counter); sleep 1.5
+        b=$(counter_value /root/counter)
+        if ((b <= a || a < c0)); then
+            echo "  counter: $c0 before, then $a, $b: not counting on" >&2; lost=$((lost + 1))
+        fi
+    fi
+    if [[ $(systemctl show -p MainPID --value counterd.service) != "$svc" ]] ||
+        ! systemctl is-active -q counterd.service; then
+        echo "  counterd: not active with main PID $svc ($(systemctl show -p MainPID --value counterd.service))" >&2
+        lost=$((lost + 1))
+    else
+        a=$(counter_value /root/svc.counter); sleep 1.5
+        b=$(counter_value /root/svc.counter)
+        if ((b <= a || a < s0)); then
+            echo "  counterd: $s0 before, then $a, $b: not counting on" >&2; lost=$((lost + 1))
+        fi
+    fi
+    echo "lost=$lost"
+}
+
+# Problems with the area and the status after a case, one line each to stdout: a
+# half-written generation, a frozen cgroup, a status that claims lost workloads or an
+# upgrade still under way.
+matrix_truth() {
+    local left
+    left=$(find /var/lib/upgraded/generations -maxdepth 1 -name '.tmp-*' 2>/dev/null)
+    [[ -z $left ]] || echo "half-written generation left: $left"
+    for u in counter.scope counterd.service; do
+        f=/sys/fs/cgroup/system.slice/$u/cgroup.freeze
+        [[ ! -e $f || $(cat "$f") == 0 ]] || echo "$u is still frozen"
+    done
+    if upgradectl status | grep -q ATTENTION; then
+        echo "status says workloads are not running"
+    fi
+}
+
+# After a case: sets lost (the workloads not running on as before), problems (one per
+# line), id1 and why (the status's upgrade id and last error). $1, $2: the counters'
+# values before the case.
+matrix_outcome() {
+    lost=$(matrix_lost "$1" "$2" 2> /root/case.lost)
+    lost=${lost#lost=}
+    cat /root/case.lost
+    problems=$(matrix_truth)
+    id1=$(upgradectl status --json | json_field "['report']['upgrade_id']" 2>/dev/null || true)
+    why=$(upgradectl status --json | json_field "['report']['last_error']" 2>/dev/null || true)
 }

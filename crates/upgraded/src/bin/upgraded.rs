@@ -6,6 +6,8 @@ const USAGE: &str = "usage: upgraded [--boot-restore]\n\
 
 fn main() -> ExitCode {
     upgraded::logging::init("info");
+    // Test builds only: arms the fault points named in FAILPOINTS.
+    dumper::faults::setup();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()

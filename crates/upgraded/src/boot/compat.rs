@@ -576,6 +576,16 @@ pub struct Prepared {
     pub generation: GenerationId,
     /// Workloads refused on this system, with why.
     pub refused: Vec<(String, String)>,
+    /// Workloads that run already (restored by a run of the boot side that crashed):
+    /// not restored again, not refused either.
+    pub running: Vec<String>,
+}
+
+impl Prepared {
+    /// Leaves `names` out of the restore: they run already.
+    pub fn skip(&mut self, names: &[String]) {
+        self.running.extend(names.iter().cloned());
+    }
 }
 
 /// Assesses generation `gen` against the running system and, when a workload needs a
@@ -608,12 +618,14 @@ pub fn prepare(
         return Ok(Prepared {
             generation: gen.clone(),
             refused,
+            running: Vec::new(),
         });
     }
     let generation = transformed_copy(area, gen, manifest, &assessment.workloads)?;
     Ok(Prepared {
         generation,
         refused,
+        running: Vec::new(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! [`Settings`]. Values keep the location that set them until validation, so that an
 //! error names the file and line of the value that is wrong, whichever file it came from.
 
-use super::error::{ConfigError, Invalid, Location};
+use super::error::{ConfigError, Invalid, Location, PositionIndex};
 use super::fragment::{Fragment, WorkloadFragment};
 use super::settings::{
     AreaKind, AreaLocation, AreaSettings, BootSettings, HealthSettings, KernelSettings, KnownGood,
@@ -24,12 +24,21 @@ struct Located<T> {
 /// The file a fragment came from, to turn spans into locations.
 struct Source<'a> {
     path: &'a Path,
-    text: &'a str,
+    /// Every value is located, not only those that end up in an error: the index keeps
+    /// that linear in the size of the file.
+    index: PositionIndex<'a>,
 }
 
 impl Source<'_> {
+    fn at(&self, offset: usize) -> Location {
+        Location {
+            path: self.path.to_path_buf(),
+            position: Some(self.index.position(offset)),
+        }
+    }
+
     fn locate<T>(&self, spanned: Spanned<T>) -> Located<T> {
-        let at = Location::at_offset(self.path, self.text, spanned.span().start);
+        let at = self.at(spanned.span().start);
         Located {
             value: spanned.into_inner(),
             at,
@@ -70,7 +79,7 @@ struct WorkloadEntry {
 
 impl WorkloadEntry {
     fn new(source: &Source<'_>, spanned: Spanned<WorkloadFragment>) -> WorkloadEntry {
-        let at = Location::at_offset(source.path, source.text, spanned.span().start);
+        let at = source.at(spanned.span().start);
         let w = spanned.into_inner();
         WorkloadEntry {
             at,
@@ -140,6 +149,9 @@ pub(crate) struct Merged {
     max_attempts: Option<Located<i64>>,
     keep: Option<Located<i64>>,
     workloads: Vec<WorkloadEntry>,
+    /// The index in `workloads` of each name, so that a file with many workloads is not
+    /// searched once per workload.
+    workload_index: HashMap<String, usize>,
 }
 
 impl Merged {
@@ -152,7 +164,10 @@ impl Merged {
         text: &str,
         fragment: Fragment,
     ) -> Result<(), ConfigError> {
-        let source = Source { path, text };
+        let source = Source {
+            path,
+            index: PositionIndex::new(text),
+        };
 
         if let Some(area) = fragment.area {
             let kind = source.locate_opt(area.kind);
@@ -180,7 +195,7 @@ impl Merged {
         if let Some(kernel) = fragment.kernel {
             set(&mut self.known_good, source.locate_opt(kernel.known_good));
             let cmdline = kernel.extra_cmdline.map(|list| {
-                let at = Location::at_offset(path, text, list.span().start);
+                let at = source.at(list.span().start);
                 let tokens = list
                     .into_inner()
                     .into_iter()
@@ -226,14 +241,12 @@ impl Merged {
                 ));
             }
             named_here.insert(name.value.clone(), name.at.clone());
-            let earlier = self.workloads.iter().position(|w| {
-                w.name
-                    .as_ref()
-                    .is_some_and(|earlier| earlier.value == name.value)
-            });
-            match earlier {
-                Some(index) => self.workloads[index] = entry,
-                None => self.workloads.push(entry),
+            match self.workload_index.get(&name.value) {
+                Some(&index) => self.workloads[index] = entry,
+                None => {
+                    self.workload_index.insert(name.value, self.workloads.len());
+                    self.workloads.push(entry);
+                }
             }
         }
         Ok(())
@@ -402,29 +415,30 @@ impl Merged {
     }
 
     fn workloads(&self) -> Result<Vec<Workload>, ConfigError> {
-        let mut workloads: Vec<(Workload, &Location)> = Vec::new();
+        let mut workloads: Vec<Workload> = Vec::with_capacity(self.workloads.len());
+        // Which workload selects each target, by index in `workloads`.
+        let mut targets: HashMap<(WorkloadKind, String), usize> = HashMap::new();
         for entry in &self.workloads {
             let workload = workload(entry)?;
+            let key = describe_target(&workload.selector);
             // Two names for one target would checkpoint and restore it twice.
-            if let Some((other, other_entry)) = workloads
-                .iter()
-                .find(|(other, _)| other.selector == workload.selector)
-            {
-                let (kind, target) = describe_target(&workload.selector);
+            if let Some(&other) = targets.get(&key) {
+                let (kind, target) = key;
                 return Err(ConfigError::invalid(
                     entry.at.clone(),
                     Invalid::SameTarget {
                         name: workload.name,
-                        other: other.name.clone(),
-                        other_at: (*other_entry).clone(),
+                        other: workloads[other].name.clone(),
+                        other_at: self.workloads[other].at.clone(),
                         kind,
                         target,
                     },
                 ));
             }
-            workloads.push((workload, &entry.at));
+            targets.insert(key, workloads.len());
+            workloads.push(workload);
         }
-        Ok(workloads.into_iter().map(|(w, _)| w).collect())
+        Ok(workloads)
     }
 }
 

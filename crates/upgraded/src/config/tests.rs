@@ -1155,6 +1155,74 @@ fn errors_display_as_location_message_and_hint() {
     );
 }
 
+// ---- size ----
+
+/// A file of `n` process workloads, four lines each.
+fn many_workloads(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[workload]]\nname = \"w{i}\"\nkind = \"process\"\npid = {}\n",
+                i + 2
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn many_workloads_load_in_linear_time() {
+    // Found with the fuzz target's harness (docs/fuzzing.md): the line and column of
+    // every value were counted from the start of the file, and every workload was
+    // compared with every other, so this 900 KB file took 25 s to load (release).
+    let n = 16_000;
+    let text = many_workloads(n);
+    assert!(text.len() as u64 <= MAX_CONFIG_SIZE);
+    let start = std::time::Instant::now();
+    assert_eq!(ok(&text).workloads.len(), n);
+    // Generous for a debug build on a busy machine: the quadratic loader took minutes.
+    let elapsed = start.elapsed();
+    assert!(elapsed.as_secs() < 60, "{n} workloads took {elapsed:?}");
+    // Locations are still exact at the end of a large file.
+    let (location, problem) = invalid(&format!(
+        "{text}[[workload]]\nname = \"again\"\nkind = \"process\"\npid = 2\n"
+    ));
+    assert_eq!(location, at(MAIN, 4 * n + 1, 1));
+    assert!(
+        matches!(&problem, Invalid::SameTarget { other, other_at, .. }
+            if other == "w0" && *other_at == at(MAIN, 1, 1)),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn files_over_the_size_limit_are_refused() {
+    let limit = MAX_CONFIG_SIZE as usize;
+    // A comment: only the size is wrong.
+    let largest = format!("#{}", "x".repeat(limit - 1));
+    assert_eq!(ok(&largest), Settings::default());
+    let larger = format!("{largest}x");
+    match fails(&larger) {
+        ConfigError::TooLarge { path, size, limit } => {
+            assert_eq!(path, Path::new(MAIN));
+            assert_eq!((size, limit), (MAX_CONFIG_SIZE + 1, MAX_CONFIG_SIZE));
+        }
+        other => panic!("expected TooLarge, got: {other}"),
+    }
+
+    let root = Root::new();
+    let dropin = root.write("etc/upgraded/config.d/10-big.toml", &larger);
+    let err = load(&root.paths()).unwrap_err();
+    assert_eq!(err.location(), Location::file(&dropin));
+    assert_eq!(
+        err.message(),
+        format!(
+            "the file is {} bytes long, over the limit of {limit} bytes",
+            limit + 1
+        )
+    );
+    assert!(err.hint().contains("a few kilobytes"), "{err}");
+}
+
 // ---- serialization ----
 
 #[test]

@@ -91,6 +91,14 @@ impl preflight::Probe for RealProbe<'_> {
         Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
     }
 
+    fn area_fs_type(&self, path: &Path) -> Result<dumper::area::FsType, ProbeError> {
+        Ok(dumper::area::FsType::of(path)?)
+    }
+
+    fn area_writable(&self, path: &Path) -> Result<(), ProbeError> {
+        Ok(dumper::Area::open(path)?.check_writable()?)
+    }
+
     fn criu_version(&self) -> Result<Version, ProbeError> {
         if let Some(v) = dpkg_version("criu") {
             return Ok(Version::parse(&v)?);
@@ -346,6 +354,8 @@ impl api::Backend for DaemonBackend {
                 report.failures()
             )));
         };
+        // The workloads are resolved: the matrix's first fault point.
+        dumper::faults::point("upgrade::resolve").map_err(|e| ApiError::failed(&e.into()))?;
         let id = slot.id;
         std::thread::Builder::new()
             .name(format!("job-{id}"))

@@ -10,7 +10,7 @@ use dumper::freezer::Freezer;
 use dumper::manifest::GenerationId;
 use tracing::{error, info, warn};
 
-use super::{Daemon, FROZEN_LIST};
+use super::{Daemon, FROZEN_LIST, KEXEC_PENDING};
 use crate::local;
 use crate::state::{Event, Recovery, StateStore};
 
@@ -115,26 +115,22 @@ pub fn recover(daemon: &Daemon) {
             let gen = state.upgrade().and_then(|u| u.generation.clone());
             let why = "upgraded restarted after the commit and before the kexec".to_owned();
             warn!("{why}: bringing the workloads back on this kernel");
-            if let Err(e) = store.apply(Event::RollbackStarted { why }) {
-                error!("recording the rollback: {e}");
-                return;
+            finish_here(&area, &store, gen, why);
+        }
+        Recovery::BootSide if Path::new(KEXEC_PENDING).exists() => {
+            // The kexec was started in this very boot and never happened (the daemon
+            // crashed before systemd took it, or systemd dropped it): the workloads
+            // are stopped and their images committed. Bring them back here.
+            let why = "upgraded restarted after it had started the kexec, which did not \
+                       happen"
+                .to_owned();
+            warn!("{why}: bringing the workloads back on this kernel");
+            if let Err(e) = crate::kexec::unload() {
+                warn!("unloading the kernel loaded for the kexec: {e}");
             }
-            let result = match gen {
-                Some(gen) => restore_missing(&area, &gen),
-                None => Ok(()),
-            };
-            let event = match result {
-                Ok(()) => Event::RollbackDone,
-                Err(e) => {
-                    error!("restoring after the interrupted upgrade: {e:#}");
-                    Event::Fail {
-                        why: format!("restoring after the interrupted upgrade: {e:#}"),
-                    }
-                }
-            };
-            if let Err(e) = store.apply(event) {
-                error!("recording the rollback's end: {e}");
-            }
+            let gen = state.upgrade().and_then(|u| u.generation.clone());
+            finish_here(&area, &store, gen, why);
+            let _ = std::fs::remove_file(KEXEC_PENDING);
         }
         Recovery::BootSide | Recovery::FinishRollback => {
             info!(
@@ -142,6 +138,31 @@ pub fn recover(daemon: &Daemon) {
                 "the upgrade continues on the boot side (upgraded-restore.service)"
             );
         }
+    }
+}
+
+/// After the commit, on the kernel the upgrade started from: restores what is not
+/// running and records the rollback (or the failure).
+fn finish_here(area: &dumper::Area, store: &StateStore, gen: Option<GenerationId>, why: String) {
+    if let Err(e) = store.apply(Event::RollbackStarted { why }) {
+        error!("recording the rollback: {e}");
+        return;
+    }
+    let result = match gen {
+        Some(gen) => restore_missing(area, &gen),
+        None => Ok(()),
+    };
+    let event = match result {
+        Ok(()) => Event::RollbackDone,
+        Err(e) => {
+            error!("restoring after the interrupted upgrade: {e:#}");
+            Event::Fail {
+                why: format!("restoring after the interrupted upgrade: {e:#}"),
+            }
+        }
+    };
+    if let Err(e) = store.apply(event) {
+        error!("recording the rollback's end: {e}");
     }
 }
 

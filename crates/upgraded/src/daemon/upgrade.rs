@@ -130,9 +130,21 @@ pub(crate) fn run(
     let report = match result {
         Ok(r) => r,
         Err(e) => {
+            // The whole chain: what CRIU or the area said is the part the admin acts on.
+            // A failed dump says already that everything runs; a commit whose recovery
+            // failed says what does not.
+            let said = matches!(
+                e,
+                dumper::Error::DumpFailed { .. } | dumper::Error::CommitAndRecoveryFailed { .. }
+            );
             let why = format!(
-                "checkpoint failed: {e}; every workload was left running and nothing was \
-                 committed"
+                "checkpoint failed: {:#}{}",
+                anyhow::Error::from(e),
+                if said {
+                    ""
+                } else {
+                    "; every workload was left running and nothing was committed"
+                }
             );
             let _ = store.apply(Event::Fail { why: why.clone() });
             return Err(anyhow!(why));
@@ -164,7 +176,9 @@ pub(crate) fn run(
     if let Err(e) = store.write_boot_note(&gen, floor) {
         warn!("{e}: a cold boot before the restore will not reserve the workloads' PIDs");
     }
-    let loaded = load_kernel(settings, &plan.target, &gen, &plan.current_cmdline, floor);
+    let loaded = dumper::faults::point("upgrade::kexec-load")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| load_kernel(settings, &plan.target, &gen, &plan.current_cmdline, floor));
     let method = match loaded {
         Ok(m) => m,
         Err(e) => {
@@ -180,11 +194,21 @@ pub(crate) fn run(
     info!("kernel loaded with {method}");
 
     store.apply(Event::KexecStarted)?;
+    // See KEXEC_PENDING: a crash from here until the kexec is recognised as such.
+    if let Err(e) = dumper::write_atomic(
+        std::path::Path::new(super::KEXEC_PENDING),
+        std::path::Path::new(&format!("{}.tmp", super::KEXEC_PENDING)),
+        gen.as_str().as_bytes(),
+    ) {
+        warn!("{e}: a crash before the kexec would not be told from one after it");
+    }
     daemon.progress(job, "kexec", &format!("starting kexec.target into {to}"));
-    let message = format!("generation {gen} committed; switching to {to} through kexec.target now");
-    daemon.finished(job, true, &message);
-    if let Err(e) = start_kexec_target() {
+    if let Err(e) = dumper::faults::point("upgrade::kexec")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| start_kexec_target())
+    {
         let _ = kexec::unload();
+        let _ = std::fs::remove_file(super::KEXEC_PENDING);
         return Err(back_out(
             &area,
             &store,
@@ -192,6 +216,10 @@ pub(crate) fn run(
             format!("systemd refused to start kexec.target: {e:#}"),
         ));
     }
+    // Only now: a refused start is the job's failure (reported by the caller). The
+    // signal leaves before systemd stops this process on the way to the kexec.
+    let message = format!("generation {gen} committed; switching to {to} through kexec.target now");
+    daemon.finished(job, true, &message);
     Ok(message)
 }
 

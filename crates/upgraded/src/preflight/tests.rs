@@ -107,6 +107,8 @@ struct Fake {
     /// Workloads whose dry run fails.
     dump_fails: Vec<&'static str>,
     free: Result<u64, String>,
+    fs: Result<FsType, String>,
+    writable: Result<(), String>,
     criu: Result<&'static str, String>,
     glibc: Result<&'static str, String>,
     kexec_setting: Result<Option<bool>, String>,
@@ -121,6 +123,8 @@ impl Default for Fake {
             load: Ok(Method::FileLoad),
             dump_fails: vec![],
             free: Ok(10 * GIB),
+            fs: Ok(FsType::EXT4),
+            writable: Ok(()),
             criu: Ok(GOOD_CRIU),
             glibc: Ok(GOOD_GLIBC),
             kexec_setting: Ok(None),
@@ -155,6 +159,14 @@ impl Probe for Fake {
     fn free_bytes(&self, area_path: &Path) -> Result<u64, ProbeError> {
         self.called(&format!("statvfs {}", area_path.display()));
         self.free.clone().map_err(Into::into)
+    }
+    fn area_fs_type(&self, area_path: &Path) -> Result<FsType, ProbeError> {
+        self.called(&format!("statfs {}", area_path.display()));
+        self.fs.clone().map_err(Into::into)
+    }
+    fn area_writable(&self, area_path: &Path) -> Result<(), ProbeError> {
+        self.called(&format!("write-probe {}", area_path.display()));
+        self.writable.clone().map_err(Into::into)
     }
     fn criu_version(&self) -> Result<Version, ProbeError> {
         Ok(Version::parse(self.criu.clone()?)?)
@@ -204,6 +216,7 @@ fn everything_in_order_passes_in_order() {
             ("kernel config", Pass),
             ("known bad", Pass),
             ("kexec-tools", Pass),
+            ("area", Pass),
             ("area space", Pass),
             ("workload web", Pass),
             ("criu web", Pass),
@@ -221,6 +234,8 @@ fn everything_in_order_passes_in_order() {
     assert_eq!(
         probe.calls(),
         [
+            "statfs /var/lib/upgraded",
+            "write-probe /var/lib/upgraded",
             "statvfs /var/lib/upgraded",
             "dump web",
             "dump db",
@@ -260,11 +275,11 @@ fn failures_do_not_stop_later_checks_and_are_summed_up() {
         .collect();
     assert_eq!(failed, ["kernel config", "kexec load"]);
     assert_eq!(row(&report, "kexec-tools").status, Status::Warn);
-    assert_eq!(report.checks.len(), 10, "every check ran");
+    assert_eq!(report.checks.len(), 11, "every check ran");
     assert!(!report.passed());
     let summary = report.failures();
     assert!(
-        summary.starts_with("2 of 10 pre-flight checks failed:\n- kernel config: target kernel"),
+        summary.starts_with("2 of 11 pre-flight checks failed:\n- kernel config: target kernel"),
         "{summary}"
     );
     assert!(!summary.contains("kexec-tools"), "{summary}");
@@ -640,7 +655,7 @@ fn unknown_versions() {
     assert_eq!(bad.status, Status::Skipped);
     assert!(bad.detail.contains("criu is not installed"), "{bad:?}");
     assert!(bad.hint.as_deref().unwrap().contains("apt install criu"));
-    assert_eq!(report.checks.len(), 10);
+    assert_eq!(report.checks.len(), 11);
 
     // An unknown glibc matches every row that depends on it: CRIU before 3.17 and
     // glibc's rseq registration.
@@ -704,6 +719,127 @@ fn kexec_tools_loading_at_shutdown_warns() {
             );
         }
     }
+}
+
+// --- area file system -------------------------------------------------------------------
+
+#[test]
+fn an_area_on_a_disk_that_takes_writes_passes() {
+    let area = row(&run(&input(), &Fake::default()), "area").clone();
+    assert_eq!(area.status, Status::Pass);
+    assert_eq!(area.detail, "/var/lib/upgraded: ext2/3/4, writable");
+    assert_eq!(area.hint, None);
+}
+
+#[test]
+fn an_area_in_memory_fails_naming_the_file_system() {
+    for fs in [FsType::TMPFS, FsType::RAMFS] {
+        let probe = Fake {
+            fs: Ok(fs),
+            ..Fake::default()
+        };
+        let report = run(&input(), &probe);
+        let area = row(&report, "area").clone();
+        assert_eq!(area.status, Status::Fail, "{area:?}");
+        assert!(
+            area.detail.starts_with(&format!(
+                "/var/lib/upgraded: {fs}, writable; the area is on {fs}, which lives in memory"
+            )),
+            "{area:?}"
+        );
+        assert!(area.hint.unwrap().contains("area.path"));
+        assert!(!report.passed());
+        assert!(
+            report
+                .failures()
+                .contains(&format!("- area: /var/lib/upgraded: {fs}")),
+            "{}",
+            report.failures()
+        );
+    }
+}
+
+#[test]
+fn an_area_that_may_not_survive_warns() {
+    for fs in [FsType::OVERLAYFS, FsType::NFS, FsType::FUSE] {
+        let probe = Fake {
+            fs: Ok(fs),
+            ..Fake::default()
+        };
+        let report = run(&input(), &probe);
+        let area = row(&report, "area").clone();
+        assert_eq!(area.status, Status::Warn, "{area:?}");
+        assert!(
+            area.detail.contains(&format!("the area is on {fs}")),
+            "{area:?}"
+        );
+        assert!(area.hint.is_some());
+        assert!(report.passed(), "a warning does not refuse the upgrade");
+    }
+}
+
+#[test]
+fn a_read_only_area_fails_with_what_to_do() {
+    // What dumper::Area::check_writable says about a read-only mount.
+    let ro = "persistent area /var/lib/upgraded is on a read-only mount (/var/lib/upgraded); \
+              upgraded cannot write images or its state there: remount it read-write (mount -o \
+              remount,rw /var/lib/upgraded), or set area.path to a directory on a writable file \
+              system that survives a reboot";
+    let probe = Fake {
+        writable: Err(ro.into()),
+        ..Fake::default()
+    };
+    let report = run(&input(), &probe);
+    let area = row(&report, "area").clone();
+    assert_eq!(area.status, Status::Fail);
+    assert_eq!(
+        area.detail,
+        format!("/var/lib/upgraded: ext2/3/4, not writable; {ro}")
+    );
+    assert!(area.hint.unwrap().contains("make it writable"));
+    assert!(!report.passed());
+    // The other checks still ran.
+    assert_eq!(report.checks.len(), 11);
+    assert_eq!(row(&report, "area space").status, Status::Pass);
+
+    // Both problems at once, in one row.
+    let probe = Fake {
+        fs: Ok(FsType::TMPFS),
+        writable: Err(ro.into()),
+        ..Fake::default()
+    };
+    let area = row(&run(&input(), &probe), "area").clone();
+    assert_eq!(area.status, Status::Fail);
+    assert!(
+        area.detail.contains("which lives in memory") && area.detail.contains("read-only mount"),
+        "{area:?}"
+    );
+    let hint = area.hint.unwrap();
+    assert!(
+        hint.contains("disk file system") && hint.contains("make it writable"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn an_area_whose_file_system_is_unknown_fails() {
+    let probe = Fake {
+        fs: Err(
+            "reading the file system type (statfs) of /var/lib/upgraded: No such file or directory"
+                .into(),
+        ),
+        ..Fake::default()
+    };
+    let area = row(&run(&input(), &probe), "area").clone();
+    assert_eq!(area.status, Status::Fail);
+    assert!(
+        area.detail.starts_with(
+            "/var/lib/upgraded: unknown file system, writable; its file system type is unknown: \
+             reading the file system type"
+        ),
+        "{area:?}"
+    );
+    assert!(area.hint.unwrap().contains("exists and is mounted"));
 }
 
 // --- area space -------------------------------------------------------------------------
@@ -794,7 +930,7 @@ fn an_unresolved_workload_fails_and_skips_its_dump() {
     let report = run(&input, &probe);
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
-        names[5..],
+        names[6..],
         [
             "workload web",
             "criu web",
