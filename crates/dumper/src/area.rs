@@ -1386,6 +1386,23 @@ mod tests {
         Some((dir, m))
     }
 
+    /// Removes what [`fill`] wrote and waits until the space is back: a process
+    /// another test spawns at that moment may hold a copy of the file's descriptor
+    /// until it execs (CLOEXEC), and tmpfs frees the blocks only then.
+    fn unfill(path: &Path, area: &Path) {
+        fs::remove_file(path).unwrap();
+        for _ in 0..500 {
+            if crate::fsutil::free_bytes(area).is_some_and(|b| b >= 256 << 10) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!(
+            "{} was removed, but its space did not come back",
+            path.display()
+        );
+    }
+
     /// Writes `path` until the file system is full; returns the error.
     fn fill(path: &Path) -> io::Error {
         let mut f = fs::File::create(path).unwrap();
@@ -1518,7 +1535,7 @@ mod tests {
         assert!(matches!(err, Error::AreaFull { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&full_text), "{err}");
         assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
-        fs::remove_file(&filler).unwrap();
+        unfill(&filler, dir.path());
 
         // The images fit, the manifest does not: the commit says the area is full and
         // the pending directory stays (its images may be a stopped workload's only
@@ -1537,7 +1554,7 @@ mod tests {
         assert!(matches!(err, Error::AreaFull { .. }), "{err:?}");
         assert!(chain(&err).contains("manifest.json"), "{}", chain(&err));
         assert_eq!(area.list().unwrap(), [id("before")]);
-        fs::remove_file(&filler).unwrap();
+        unfill(&filler, dir.path());
         area.cleanup_incomplete().unwrap();
         assert!(dot_entries(&area).is_empty(), "{:?}", dot_entries(&area));
 
