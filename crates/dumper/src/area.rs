@@ -1080,17 +1080,16 @@ mod tests {
         m
     }
 
+    /// Writes the one small image of workload `w` that [`manifest`] lists.
+    fn write_small_image(pending: &PendingGeneration) {
+        let dir = pending.workload_dir(&wname("w")).unwrap();
+        fs::write(dir.join("core-100.img"), b"core").unwrap();
+    }
+
     /// Commits generation `gen` with one small image.
     fn commit_small(area: &Area, gen: &str) {
         let pending = area.begin(&id(gen)).unwrap();
-        fs::write(
-            pending
-                .workload_dir(&wname("w"))
-                .unwrap()
-                .join("core-100.img"),
-            b"core",
-        )
-        .unwrap();
+        write_small_image(&pending);
         pending.commit(manifest(gen)).unwrap();
     }
 
@@ -1541,14 +1540,7 @@ mod tests {
         // the pending directory stays (its images may be a stopped workload's only
         // copy) until the caller or cleanup_incomplete removes it.
         let pending = area.begin(&id("late")).unwrap();
-        fs::write(
-            pending
-                .workload_dir(&wname("w"))
-                .unwrap()
-                .join("core-100.img"),
-            b"core",
-        )
-        .unwrap();
+        write_small_image(&pending);
         fill(&filler);
         let err = pending.commit(manifest("late")).unwrap_err();
         assert!(matches!(err, Error::AreaFull { .. }), "{err:?}");

@@ -622,13 +622,10 @@ fn checkpoint_into(
             }
             // Every workload runs again: the half-written generation goes (a commit
             // that failed in its rename may have left it; the next start would too).
-            let left = pending_path.symlink_metadata().is_ok();
-            if let Err(re) = if left {
-                crate::fsutil::remove_any(&pending_path)
-            } else {
-                Ok(())
-            } {
-                warn!(path = %pending_path.display(), error = %re, "could not remove the uncommitted generation");
+            if pending_path.symlink_metadata().is_ok() {
+                if let Err(re) = crate::fsutil::remove_any(&pending_path) {
+                    warn!(path = %pending_path.display(), error = %re, "could not remove the uncommitted generation");
+                }
             }
             return Err(e);
         }
