@@ -28,6 +28,7 @@ use crate::manifest::{
     pre_dump_dir, Checksum, GenerationId, GenerationState, Manifest, SourceSystem, Workload,
     WorkloadKind, WorkloadState, MAX_PRE_DUMPS,
 };
+use crate::predump::{self, PreDumps};
 use crate::workload::{Resolved, Target};
 use crate::{cmd, faults, podman, service, sockdirs, Error};
 
@@ -48,16 +49,16 @@ pub struct CheckpointOptions {
     /// that the images may rely on (the caller's names; upgraded's are in
     /// docs/compat.md).
     pub kernel_features: Vec<String>,
-    /// Pre-dump iterations before the freeze (0: none, at most
-    /// [`MAX_PRE_DUMPS`]). Not for podman containers.
-    pub pre_dump: u32,
-    /// Per-workload iterations (by workload name), overriding `pre_dump`.
-    pub pre_dump_by_name: BTreeMap<String, u32>,
+    /// Pre-dumps before the freeze (a number up to [`MAX_PRE_DUMPS`], or adaptive:
+    /// see [`crate::predump`]). Not for podman containers.
+    pub pre_dump: PreDumps,
+    /// Per-workload policies (by workload name), overriding `pre_dump`.
+    pub pre_dump_by_name: BTreeMap<String, PreDumps>,
 }
 
 impl CheckpointOptions {
-    /// The pre-dump iterations of workload `name`.
-    pub fn pre_dumps_of(&self, name: &str) -> u32 {
+    /// The pre-dump policy of workload `name`.
+    pub fn pre_dumps_of(&self, name: &str) -> PreDumps {
         self.pre_dump_by_name
             .get(name)
             .copied()
@@ -96,6 +97,8 @@ pub struct WorkloadReport {
     pub image_bytes: u64,
     /// What each pre-dump wrote, in order (empty without pre-dumps).
     pub pre_dump_bytes: Vec<u64>,
+    /// Why the pre-dumps stopped (see [`predump::Stop`]); `None` without pre-dumps.
+    pub pre_dump_stop: Option<predump::Stop>,
 }
 
 /// A name for a new generation: the UTC time and the kernel it was made on.
@@ -233,20 +236,34 @@ fn chain_final_dump(dopts: &mut DumpOptions, pre_dumps: u32) {
     }
 }
 
-/// Records the pre-dumps in a workload's manifest options: how many, and what each
-/// wrote (for reports; restore needs neither, it follows the links).
-fn record_pre_dumps(options: &mut BTreeMap<String, String>, bytes: &[u64]) {
-    if bytes.is_empty() {
+/// Records the pre-dumps in a workload's manifest options: how many, what each wrote
+/// and why they stopped (for reports; restore needs none of it, it follows the links).
+fn record_pre_dumps(options: &mut BTreeMap<String, String>, run: &PreDumpRun) {
+    if run.bytes.is_empty() {
         return;
     }
-    options.insert("pre_dump".into(), bytes.len().to_string());
-    let each: Vec<String> = bytes.iter().map(u64::to_string).collect();
+    options.insert("pre_dump".into(), run.bytes.len().to_string());
+    let each: Vec<String> = run.bytes.iter().map(u64::to_string).collect();
     options.insert("pre_dump_bytes".into(), each.join(","));
+    options.insert("pre_dump_stop".into(), run.stop.to_string());
 }
 
-/// Pre-dumps `w` as often as `opts` says for it while it runs: iteration i into
-/// `<images>/pre-<i>`, with `../pre-<i-1>` as its parent from the second on. Returns
-/// the bytes each wrote.
+/// The pre-dumps one workload got.
+#[derive(Debug, Clone)]
+struct PreDumpRun {
+    /// What each wrote, in order.
+    bytes: Vec<u64>,
+    stop: predump::Stop,
+}
+
+impl PreDumpRun {
+    fn count(&self) -> u32 {
+        u32::try_from(self.bytes.len()).unwrap_or(MAX_PRE_DUMPS)
+    }
+}
+
+/// Pre-dumps `w` while it runs, as its policy says: iteration i into
+/// `<images>/pre-<i>`, with `../pre-<i-1>` as its parent from the second on.
 fn pre_dump(
     criu: &Criu,
     pending: &PendingGeneration,
@@ -254,25 +271,36 @@ fn pre_dump(
     w: &Resolved,
     opts: &CheckpointOptions,
     progress: &mut dyn FnMut(Step),
-) -> Result<Vec<u64>, Error> {
-    let n = opts.pre_dumps_of(w.name.as_str());
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let images = pending.workload_dir(&w.name)?;
-    // CRIU's work directory, shared with the final dump: pre-dump.log next to
-    // dump.log (each pre-dump's log replaces the one before, so a failed one stays).
-    let logs = log_dir(gen, w.name.as_str())?;
-    let mut bytes = Vec::new();
-    for i in 1..=n {
-        let dir = images.join(pre_dump_dir(i));
+) -> Result<PreDumpRun, Error> {
+    let policy = opts.pre_dumps_of(w.name.as_str());
+    let mut done: Vec<predump::Iteration> = Vec::new();
+    let stop = loop {
+        if let Some(stop) = predump::next(policy, &done) {
+            break stop;
+        }
+        // CRIU's work directory, shared with the final dump: pre-dump.log next to
+        // dump.log (each pre-dump's log replaces the one before, so a failed one stays).
+        let logs = log_dir(gen, w.name.as_str())?;
+        let i = u32::try_from(done.len()).unwrap_or(MAX_PRE_DUMPS) + 1;
+        let dir = pending.workload_dir(&w.name)?.join(pre_dump_dir(i));
         crate::fsutil::create_private_dir(&dir)?;
         info!(workload = %w.name, pid = w.root_pid, iteration = i, "pre-dumping");
         progress(Step::PreDumping(w.name.as_str(), i));
+        let t = Instant::now();
         criu.pre_dump(&pre_dump_options(w, opts, i), &dir, &logs)?;
-        bytes.push(dir_bytes(&dir));
+        done.push(predump::Iteration {
+            bytes: dir_bytes(&dir),
+            secs: t.elapsed().as_secs_f64(),
+        });
+    };
+    if !done.is_empty() {
+        info!(workload = %w.name, policy = %policy, iterations = done.len(), %stop,
+            bytes = ?done.iter().map(|i| i.bytes).collect::<Vec<_>>(), "pre-dumps done");
     }
-    Ok(bytes)
+    Ok(PreDumpRun {
+        bytes: done.iter().map(|i| i.bytes).collect(),
+        stop,
+    })
 }
 
 /// Restores the tree in `images` with the options it was dumped with; returns its PID.
@@ -358,14 +386,14 @@ fn checkpoint_into(
         return Err(Error::NothingToCheckpoint);
     }
     for w in workloads {
-        let n = opts.pre_dumps_of(w.name.as_str());
-        if n > MAX_PRE_DUMPS {
+        let policy = opts.pre_dumps_of(w.name.as_str());
+        if policy.max() > MAX_PRE_DUMPS {
             return Err(Error::TooManyPreDumps {
-                requested: n,
+                requested: policy.max(),
                 max: MAX_PRE_DUMPS,
             });
         }
-        if n > 0 && matches!(w.target, Target::Podman { .. }) {
+        if policy.any() && matches!(w.target, Target::Podman { .. }) {
             return Err(podman::pre_dump_unsupported(&w.name));
         }
     }
@@ -420,12 +448,12 @@ fn checkpoint_into(
 
     // Pre-dumps while everything runs, so that the freeze lasts only for the pages
     // dirtied since. A pre-dump never stops its tree: on error all still run.
-    let mut pre_dump_bytes = Vec::with_capacity(order.len());
+    let mut pre_dumps = Vec::with_capacity(order.len());
     for w in &order {
         let done = pre_dump(criu, &pending, &gen, w, opts, progress)
-            .and_then(|bytes| faults::point("checkpoint::pre-dump").map(|()| bytes));
+            .and_then(|run| faults::point("checkpoint::pre-dump").map(|()| run));
         match done {
-            Ok(bytes) => pre_dump_bytes.push(bytes),
+            Ok(run) => pre_dumps.push(run),
             Err(e) => {
                 abandon(pending);
                 release_all();
@@ -492,7 +520,8 @@ fn checkpoint_into(
     };
     let final_options = |w: &Resolved, leave_running: bool| {
         let mut dopts = dump_options(w, opts, leave_running);
-        chain_final_dump(&mut dopts, opts.pre_dumps_of(w.name.as_str()));
+        let done = order.iter().position(|o| o.name == w.name);
+        chain_final_dump(&mut dopts, done.map_or(0, |i| pre_dumps[i].count()));
         dopts
     };
 
@@ -547,7 +576,7 @@ fn checkpoint_into(
 
     let mut reports = Vec::new();
     let mut stopped_by_dump: Option<(&Resolved, PathBuf, BTreeMap<String, String>)> = None;
-    for (i, (w, pre_dump_bytes)) in order.iter().zip(pre_dump_bytes).enumerate() {
+    for (i, (w, pre_dump_run)) in order.iter().zip(&pre_dumps).enumerate() {
         // Only a workload we could not freeze is dumped by a dump that stops it.
         let leave_running = opts.leave_running || frozen_by_us(w);
         let (dopts, result) = match outcomes[i].take() {
@@ -562,12 +591,13 @@ fn checkpoint_into(
         match result {
             Ok((images, secs, socket_dirs)) => {
                 let mut options = mw_options(&dopts, w, &socket_dirs);
-                record_pre_dumps(&mut options, &pre_dump_bytes);
+                record_pre_dumps(&mut options, pre_dump_run);
                 reports.push(WorkloadReport {
                     name: w.name.to_string(),
                     dump_secs: secs,
                     image_bytes: dir_bytes(&images),
-                    pre_dump_bytes,
+                    pre_dump_bytes: pre_dump_run.bytes.clone(),
+                    pre_dump_stop: (!pre_dump_run.bytes.is_empty()).then_some(pre_dump_run.stop),
                 });
                 if !leave_running {
                     stopped_by_dump = Some((w, images, options.clone()));
@@ -977,7 +1007,7 @@ mod tests {
         let w = resolved("tmux:a", Target::Process { pid: 100 });
         let o = CheckpointOptions {
             tcp_established: true,
-            pre_dump: 3,
+            pre_dump: 3.into(),
             ..Default::default()
         };
         let first = pre_dump_options(&w, &o, 1);
@@ -1002,11 +1032,19 @@ mod tests {
         assert!(!plain.track_mem && plain.parent.is_none());
 
         let mut options = BTreeMap::new();
-        record_pre_dumps(&mut options, &[]);
+        let run = |bytes: &[u64], stop| PreDumpRun {
+            bytes: bytes.to_vec(),
+            stop,
+        };
+        record_pre_dumps(&mut options, &run(&[], predump::Stop::Count));
         assert!(options.is_empty());
-        record_pre_dumps(&mut options, &[8_388_608, 40_960, 4096]);
+        record_pre_dumps(
+            &mut options,
+            &run(&[8_388_608, 40_960, 4096], predump::Stop::Converged),
+        );
         assert_eq!(options["pre_dump"], "3");
         assert_eq!(options["pre_dump_bytes"], "8388608,40960,4096");
+        assert_eq!(options["pre_dump_stop"], "converged");
     }
 
     #[test]
@@ -1020,7 +1058,7 @@ mod tests {
 
         let tmux = resolved("tmux:a", Target::Process { pid: 100 });
         let too_many = CheckpointOptions {
-            pre_dump: MAX_PRE_DUMPS + 1,
+            pre_dump: PreDumps::Fixed(MAX_PRE_DUMPS + 1),
             ..Default::default()
         };
         let err = checkpoint(
@@ -1049,7 +1087,7 @@ mod tests {
             },
         );
         let one = CheckpointOptions {
-            pre_dump: 1,
+            pre_dump: 1.into(),
             ..Default::default()
         };
         let err = checkpoint(&area, &criu, &[tmux, podman], &one, &mut progress).unwrap_err();

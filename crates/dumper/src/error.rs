@@ -426,6 +426,97 @@ pub enum Error {
         found: String,
     },
 
+    // --- sealed suspend images (seal.rs) --------------------------------------------
+    #[error(
+        "suspend key {} does not exist; make one with `upgradectl suspend-key generate` \
+         and back it up away from this machine (sealed images cannot be resumed without \
+         it), or set encrypt = false in [suspend]",
+        path.display()
+    )]
+    KeyMissing { path: PathBuf },
+
+    #[error(
+        "suspend key {} {problem}; the key must be a regular file owned by uid {owner} \
+         that nobody else may read or write: {fix}",
+        path.display()
+    )]
+    KeyInsecure {
+        path: PathBuf,
+        /// What is wrong: "has mode 0644", "is a symbolic link", ...
+        problem: String,
+        owner: u32,
+        /// The command or step that fixes it.
+        fix: String,
+    },
+
+    #[error(
+        "suspend key {} is not an age X25519 identity file ({problem}); \
+         `upgradectl suspend-key generate --key-file FILE` writes one (so does \
+         age-keygen -o FILE)",
+        path.display()
+    )]
+    KeyInvalid { path: PathBuf, problem: String },
+
+    #[error(
+        "suspend key {} exists already, and upgraded never overwrites a key: images \
+         sealed with it could not be resumed without it; move it away first (and keep \
+         it as long as images sealed with it are left), or pass --key-file with another \
+         path",
+        path.display()
+    )]
+    KeyExists { path: PathBuf },
+
+    #[error(
+        "sealed images {} cannot be decrypted with the suspend key {}: they were sealed \
+         with another key, or their header is damaged; put back the key they were sealed \
+         with (from its backup) to resume them, or discard them (upgradectl images rm \
+         {id})",
+        path.display(), key.display()
+    )]
+    SealedWrongKey {
+        path: PathBuf,
+        key: PathBuf,
+        /// The generation id of the file name.
+        id: String,
+    },
+
+    #[error(
+        "sealed images {} are damaged, truncated or were tampered with ({problem}); \
+         nothing was restored from them and the file is kept as it is: discard it \
+         (upgradectl images rm) once it is of no use",
+        path.display()
+    )]
+    SealedDamaged { path: PathBuf, problem: String },
+
+    #[error(
+        "sealed images {} hold {entry}, which upgraded refuses ({reason}); nothing was \
+         unpacked: the file was not made by upgraded's suspend, or by a newer version \
+         (update upgraded), or was forged with the suspend key's public half",
+        path.display()
+    )]
+    SealedEntryRefused {
+        path: PathBuf,
+        /// The entry's path in the archive, escaped and quoted.
+        entry: String,
+        reason: String,
+    },
+
+    #[error("generation {} cannot be sealed: {reason}", path.display())]
+    SealUnsupported { path: PathBuf, reason: String },
+
+    #[error(
+        "{} has {free} bytes free, but {what} needs about {needed}; {hint}",
+        path.display()
+    )]
+    NotEnoughRoom {
+        path: PathBuf,
+        what: String,
+        needed: u64,
+        free: u64,
+        /// What to do about it.
+        hint: String,
+    },
+
     // --- workloads ------------------------------------------------------------------
     /// A workload selector of the configuration or the command line was refused.
     #[error("{kind} workload selector {selector}: {reason}")]

@@ -257,7 +257,7 @@ fn fstab_points(text: &str) -> Vec<PathBuf> {
 
 /// Undoes the `\040`-style escapes of fstab and mountinfo (space, tab, newline,
 /// backslash).
-fn unescape_octal(field: &str) -> PathBuf {
+pub fn unescape_octal(field: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -19,11 +19,13 @@ pub mod freezer;
 mod fsutil;
 pub mod manifest;
 pub mod podman;
+pub mod predump;
 pub mod proc;
+pub mod seal;
 pub mod service;
 pub mod sockdirs;
 pub mod workload;
 
 pub use area::Area;
 pub use error::{Error, Result};
-pub use fsutil::{create_private_dir_all, write_atomic};
+pub use fsutil::{create_private_dir_all, unescape_octal, write_atomic};

@@ -38,7 +38,10 @@ pub fn running_release() -> String {
 /// Runs the boot side once. Errors are returned for the log; the state is recorded
 /// before returning whenever one could be.
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
-    let area = local::open_area(settings)?;
+    let area = match open_area(settings)? {
+        Some(area) => area,
+        None => return Ok(()),
+    };
     let store = StateStore::new(area.root());
     let state = store.load()?;
     let recovery = state.recover();
@@ -374,6 +377,40 @@ fn rollback_kexec(
         return Err(anyhow!(why));
     }
     Ok(())
+}
+
+/// The area, or `None` when a disk or pmem area holds no file system in a boot that no
+/// upgrade's kexec started: nothing can be waiting there (a pmem area after a cold
+/// boot), and the daemon formats it when it starts. After an upgrade's kexec
+/// (`upgraded.generation=` on the command line) an empty area is an error: the images
+/// were lost. The device of a disk or pmem area may still be on its way (udev): it is
+/// waited for, longer when an upgrade's images are expected on it. Never formats.
+fn open_area(settings: &Settings) -> anyhow::Result<Option<Area>> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let after_kexec = kernel::parse_upgraded_tokens(&cmdline).generation.is_some();
+    let wait = Duration::from_secs(if after_kexec { 60 } else { 5 });
+    if !crate::area_device::wait_for_device(&settings.area.location, wait) {
+        warn!(
+            "the area's device did not appear within {} s",
+            wait.as_secs()
+        );
+    }
+    match local::open_area(settings) {
+        Ok(area) => Ok(Some(area)),
+        Err(e) if crate::area_device::is_no_file_system(&e) => {
+            if after_kexec {
+                return Err(e.context(
+                    "this boot came from an upgrade's kexec, but the area holds no file \
+                     system: the images and the upgrade's state are lost (a pmem area whose \
+                     memmap= reservation was not kept, or a device that was wiped); nothing \
+                     can be restored",
+                ));
+            }
+            info!("no upgrade waits for this boot: {e:#}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The boot side's start in this boot (under /run: gone at the next boot). True when

@@ -63,14 +63,12 @@ pub enum Command {
         /// Keep the workloads running after the dump (a snapshot).
         #[arg(long)]
         leave_running: bool,
-        /// Pre-dump iterations before the final dump (0 to 16): memory is copied while
-        /// the workloads run, so the freeze lasts only for what changed since.
-        #[arg(
-            long,
-            default_value_t = 0,
-            value_parser = clap::value_parser!(u32).range(0..=i64::from(dumper::manifest::MAX_PRE_DUMPS))
-        )]
-        pre_dump: u32,
+        /// Pre-dumps before the final dump: a number from 0 to 16, or "auto" (as long
+        /// as each copies clearly less than the one before, at most 8, within 60 s).
+        /// Memory is copied while the workloads run, so the freeze lasts only for what
+        /// changed since.
+        #[arg(long, default_value = "0", value_name = "N|auto")]
+        pre_dump: dumper::predump::PreDumps,
         /// Dump established TCP connections (they carry on after restore).
         #[arg(long)]
         tcp_established: bool,
@@ -85,9 +83,15 @@ pub enum Command {
     Suspend { name: String },
     /// Bring back a suspended workload, also after a power-off.
     Resume { name: String },
+    /// Make the key that seals suspend images at rest ([suspend] encrypt = true).
+    #[command(subcommand)]
+    SuspendKey(SuspendKeyCommand),
     /// Inspect the images in the persistent area.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Prepare the persistent area (a disk or pmem area: format and mount it).
+    #[command(subcommand)]
+    Area(AreaCommand),
     /// Validate or show the merged configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -141,6 +145,28 @@ pub enum ImagesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AreaCommand {
+    /// Make the configured area ready, as root: a disk or pmem device that holds no
+    /// file system is formatted (ext4, label upgraded-area) and mounted on
+    /// /run/upgraded/area; one that holds the area's file system is only mounted; one
+    /// that holds anything else is refused. A directory area is created if missing.
+    Init,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuspendKeyCommand {
+    /// Write a new key (an age X25519 identity, mode 0600, in age-keygen's format) and
+    /// print its public key. An existing file is never overwritten: images sealed with
+    /// a key cannot be resumed without it. Back the key up away from this machine.
+    Generate {
+        /// Where to write it [default: key_file of [suspend] in the configuration,
+        /// /etc/upgraded/suspend.key unless set].
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// List the configuration files in the order they apply and validate them.
     Check,
@@ -162,7 +188,9 @@ impl Command {
             Command::Restore { .. } => "restore",
             Command::Suspend { .. } => "suspend",
             Command::Resume { .. } => "resume",
+            Command::SuspendKey(_) => "suspend-key",
             Command::Images(_) => "images",
+            Command::Area(_) => "area",
             Command::Config(_) => "config",
             Command::Internals(_) => "internals",
         }
@@ -232,6 +260,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.json,
             &mut std::io::stdout().lock(),
         ),
+        Command::SuspendKey(SuspendKeyCommand::Generate { key_file }) => {
+            // With --key-file the configuration is only read for a hint.
+            let (path, configured) = match key_file {
+                Some(path) => (
+                    path.clone(),
+                    config::load(&config_paths(&cli))
+                        .ok()
+                        .map(|l| l.settings.suspend),
+                ),
+                None => {
+                    let suspend = settings(&cli)?.suspend;
+                    (suspend.key_file.clone(), Some(suspend))
+                }
+            };
+            local::suspend_key_generate(
+                &path,
+                configured.as_ref(),
+                cli.json,
+                &mut std::io::stdout().lock(),
+            )
+        }
         Command::Images(ic) => {
             let s = settings(&cli)?;
             let out = &mut std::io::stdout().lock();
@@ -246,6 +295,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ImagesCommand::Rm { generation } => local::images_rm(&s, generation, cli.json, out),
             }
         }
+        Command::Area(AreaCommand::Init) => crate::area_device::init_command(
+            &settings(&cli)?,
+            cli.json,
+            &mut std::io::stdout().lock(),
+        ),
         Command::Internals(InternalsCommand::RestoreUnit {
             area,
             generation,
@@ -301,11 +355,51 @@ mod tests {
         let cli = Cli::parse_from(["upgradectl", "checkpoint", "--pre-dump", "16", "tmux:a"]);
         assert!(matches!(
             cli.command,
-            Command::Checkpoint { pre_dump: 16, .. }
+            Command::Checkpoint {
+                pre_dump: dumper::predump::PreDumps::Fixed(16),
+                ..
+            }
+        ));
+        let cli = Cli::parse_from(["upgradectl", "checkpoint", "--pre-dump", "auto", "tmux:a"]);
+        assert!(matches!(
+            cli.command,
+            Command::Checkpoint {
+                pre_dump: dumper::predump::PreDumps::Auto,
+                ..
+            }
         ));
         let err = Cli::try_parse_from(["upgradectl", "checkpoint", "--pre-dump", "17", "tmux:a"])
             .unwrap_err();
-        assert!(err.to_string().contains("0..=16"), "{err}");
+        assert!(err.to_string().contains("0 to 16"), "{err}");
+    }
+
+    #[test]
+    fn area_init_parses() {
+        let cli = Cli::parse_from(["upgradectl", "area", "init", "--json"]);
+        assert!(matches!(cli.command, Command::Area(AreaCommand::Init)));
+        assert!(cli.json);
+        assert_eq!(cli.command.name(), "area");
+    }
+
+    #[test]
+    fn suspend_key_generate_takes_a_key_file() {
+        let cli = Cli::parse_from(["upgradectl", "suspend-key", "generate"]);
+        assert!(matches!(
+            cli.command,
+            Command::SuspendKey(SuspendKeyCommand::Generate { key_file: None })
+        ));
+        assert_eq!(cli.command.name(), "suspend-key");
+        let cli = Cli::parse_from([
+            "upgradectl",
+            "suspend-key",
+            "generate",
+            "--key-file",
+            "/root/k",
+        ]);
+        let Command::SuspendKey(SuspendKeyCommand::Generate { key_file }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(key_file, Some(PathBuf::from("/root/k")));
     }
 
     #[test]

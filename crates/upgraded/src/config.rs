@@ -56,6 +56,10 @@
 //! [retention]
 //! keep = 3                          # at least 1
 //!
+//! [suspend]
+//! encrypt = false                   # seal suspend images (docs/suspend-encryption.md)
+//! key_file = "/etc/upgraded/suspend.key"   # absolute
+//!
 //! [[workload]]
 //! name = "web"                      # unique, [A-Za-z0-9._@:-], at most 64
 //! kind = "service"                  # process service scope session tmux screen podman nspawn
@@ -63,7 +67,7 @@
 //!                                   # screen container machine
 //! # check = ["curl", "-fsS", "http://localhost/"]
 //! # tcp_established = false
-//! # pre_dump = 0
+//! # pre_dump = 0                  # 0 to 16, or "auto"
 //! # leave_running = false
 //! ```
 
@@ -78,8 +82,9 @@ pub mod command;
 pub use error::{ConfigError, Invalid, Location, Position};
 pub use settings::{
     AreaKind, AreaLocation, AreaSettings, BootSettings, HealthSettings, KernelSettings, KnownGood,
-    Memmap, RetentionSettings, Selector, Settings, Workload, WorkloadKind, DEFAULT_AREA_PATH,
-    DEFAULT_SCRIPTS_DIR, DEFAULT_TMUX_SOCKET,
+    Memmap, PreDumps, RetentionSettings, Selector, Settings, SuspendSettings, Workload,
+    WorkloadKind, DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE,
+    DEFAULT_TMUX_SOCKET,
 };
 
 use std::collections::BTreeMap;

@@ -138,6 +138,7 @@ mod tests {
             "upgradectl-images.1",
             "upgradectl-images-verify.1",
             "upgradectl-config-check.1",
+            "upgradectl-suspend-key-generate.1",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

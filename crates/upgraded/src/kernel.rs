@@ -5,7 +5,8 @@
 //!   an admin means.
 //! - [`target_cmdline`], [`parse_upgraded_tokens`]: the command line the target kernel
 //!   boots with (generation and PID floor), and reading our arguments back from it
-//!   after the kexec.
+//!   after the kexec; [`pmem_reservations`]: the `memmap=` ranges a command line
+//!   reserves as persistent memory.
 //! - [`parse_kernel_config`], [`check_checkpoint_support`]: whether a kernel was built
 //!   with what checkpoint, restore, kexec and the pmem area need.
 //! - [`known_problems`]: kernel, CRIU and glibc versions known not to work together.
@@ -20,9 +21,9 @@ mod version;
 
 pub use boot::{installed_kernels, is_missing_boot_dir, resolve_kernel, InstalledKernel};
 pub use cmdline::{
-    check_memmap, check_pid_floor, parse_upgraded_tokens, target_cmdline, CmdlineWarning,
-    UpgradedArgs, WarningKind, GENERATION_KEY, MAX_CMDLINE_LEN, MAX_PID_FLOOR, MAX_WARNINGS,
-    MIN_PID_FLOOR, PID_FLOOR_KEY, PREFIX,
+    check_memmap, check_pid_floor, parse_upgraded_tokens, pmem_reservations, target_cmdline,
+    CmdlineWarning, PmemReservation, UpgradedArgs, WarningKind, GENERATION_KEY, MAX_CMDLINE_LEN,
+    MAX_PID_FLOOR, MAX_WARNINGS, MIN_PID_FLOOR, PID_FLOOR_KEY, PREFIX,
 };
 pub use error::{KernelError, Result};
 pub use kconfig::{

@@ -4,6 +4,7 @@
 //! arguments and call into this library.
 
 pub mod api;
+pub mod area_device;
 pub mod boot;
 pub mod cli;
 pub mod config;

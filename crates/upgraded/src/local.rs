@@ -7,17 +7,27 @@ use anyhow::{bail, Context, Result};
 use dumper::area::Area;
 use dumper::checkpoint::{self, CheckpointOptions};
 use dumper::criu::Criu;
-use dumper::manifest::{GenerationId, GenerationState, Manifest, WorkloadName, WorkloadState};
+use dumper::manifest::{GenerationId, GenerationState, Manifest, WorkloadName};
 use dumper::workload::{self, Target};
 use serde_json::json;
 
 use crate::config::{AreaLocation, Selector, Settings};
 
-/// Opens the configured area. Only a directory area is built so far.
+mod sealed;
+pub use sealed::{staged_suspends, Staging, SEALING_DIR, SUSPEND_LOCK, UNSEALING_DIR};
+
+/// Opens the configured area.
 ///
-/// Every command that touches the area comes here (docs/area.md). A path below a
-/// mount point of /etc/fstab where nothing is mounted is refused before anything is
-/// created. The area directory itself is created (0700) when its parent exists; a
+/// Every command that touches the area comes here (docs/area.md), the daemon and the
+/// boot side too. A disk or pmem area is checked and mounted on
+/// [`crate::area_device::MOUNT_POINT`] unless it is mounted there already; it is never
+/// formatted here (the boot side after a kexec must not destroy the images it is about
+/// to restore): one that holds no file system is refused with
+/// [`crate::area_device::DeviceError::NoFileSystem`], which `upgradectl area init` and
+/// the daemon's start-up act on. Then the same checks as a directory area.
+///
+/// For a directory area, a path below a mount point of /etc/fstab where nothing is
+/// mounted is refused before anything is created. The area directory itself is created (0700) when its parent exists; a
 /// missing parent is left to [`Area::open`]'s "does not exist" (a mistyped area.path,
 /// or a file system that is not there), since creating the whole path would put the
 /// images on whatever file system holds its first existing ancestor. A read-only or
@@ -41,12 +51,30 @@ pub fn open_area(settings: &Settings) -> Result<Area> {
             }
             Area::open(path).with_context(opening)
         }
-        other => bail!(
-            "the area kind in the configuration ({}) is not supported by this build yet; \
-             use kind = \"directory\" on a file system that survives the kexec",
-            other.kind().as_str()
-        ),
+        AreaLocation::Disk { device } => open_device_area(crate::area_device::DeviceSpec {
+            kind: crate::config::AreaKind::Disk,
+            device: device.clone(),
+            memmap: None,
+        }),
+        AreaLocation::Pmem { device, memmap } => open_device_area(crate::area_device::DeviceSpec {
+            kind: crate::config::AreaKind::Pmem,
+            device: device.clone(),
+            memmap: *memmap,
+        }),
     }
+}
+
+/// [`open_area`] of a disk or pmem area: mounted (never formatted), then opened.
+fn open_device_area(spec: crate::area_device::DeviceSpec) -> Result<Area> {
+    let mounted = crate::area_device::open(&crate::area_device::Host::system(), &spec)?;
+    Area::open(&mounted.root).with_context(|| {
+        format!(
+            "opening the area {} (the {} area {})",
+            mounted.root.display(),
+            spec.kind,
+            spec.device.display()
+        )
+    })
 }
 
 /// Turns a configured selector into discovery's target.
@@ -103,8 +131,8 @@ pub struct CheckpointArgs<'a> {
     pub names: &'a [String],
     pub leave_running: bool,
     pub tcp_established: bool,
-    /// Pre-dump iterations before the freeze.
-    pub pre_dump: u32,
+    /// Pre-dumps before the freeze.
+    pub pre_dump: dumper::predump::PreDumps,
 }
 
 pub fn checkpoint(
@@ -153,7 +181,8 @@ pub fn checkpoint(
             .iter()
             .map(|w| {
                 json!({"name": w.name, "dump_secs": w.dump_secs, "image_bytes": w.image_bytes,
-                       "pre_dump_bytes": w.pre_dump_bytes})
+                       "pre_dump_bytes": w.pre_dump_bytes,
+                       "pre_dump_stop": w.pre_dump_stop.map(|s| s.as_str())})
             })
             .collect();
         writeln!(
@@ -166,11 +195,14 @@ pub fn checkpoint(
         for w in &report.workloads {
             writeln!(
                 out,
-                "checkpointed {}: {} in {:.2} s{}",
+                "checkpointed {}: {} in {:.2} s{}{}",
                 w.name,
                 human_bytes(w.image_bytes),
                 w.dump_secs,
-                pre_dumps_text(&w.pre_dump_bytes)
+                pre_dumps_text(&w.pre_dump_bytes),
+                w.pre_dump_stop
+                    .map(|s| format!(" (stopped: {s})"))
+                    .unwrap_or_default()
             )?;
         }
         writeln!(
@@ -328,15 +360,20 @@ fn print_restored(
     Ok(())
 }
 
-/// Hibernate one workload: checkpoint it and stop it.
+/// Hibernate one workload: checkpoint it and stop it. With `suspend.encrypt`, the
+/// images are sealed with the suspend key before they reach the area (see
+/// [`sealed`]); the JSON form then also has `"sealed"`, the sealed file.
 pub fn suspend(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    if settings.suspend.encrypt {
+        return sealed::suspend(settings, &Staging::system(), name, json, out);
+    }
     checkpoint(
         settings,
         CheckpointArgs {
             names: &[name.to_owned()],
             leave_running: false,
             tcp_established: false,
-            pre_dump: 0,
+            pre_dump: dumper::predump::PreDumps::None,
         },
         json,
         out,
@@ -344,33 +381,58 @@ pub fn suspend(settings: &Settings, name: &str, json: bool, out: &mut dyn Write)
 }
 
 /// Bring back a suspended workload from the newest generation that holds it
-/// unrestored; this works after a power-off too, from a disk-backed area.
+/// unrestored, plain or sealed (sealed ones are unsealed in memory first, with the
+/// suspend key); this works after a power-off too, from a disk-backed area.
 pub fn resume(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
-    let area = open_area(settings)?;
-    let mut gens = area.list()?;
-    gens.sort();
-    let found = gens.iter().rev().find_map(|g| {
-        let m = area.load(g).ok()?;
-        m.workloads
-            .iter()
-            .any(|w| w.name.as_str() == name && w.state == WorkloadState::Committed)
-            .then(|| g.clone())
-    });
-    let Some(gen) = found else {
-        bail!("no suspended images of workload {name:?} in the area; `upgradectl images list` shows what there is");
-    };
-    let criu = Criu::locate()?;
-    let progress = Progress::new(json);
-    let reports = checkpoint::restore(
-        &area,
-        &criu,
-        &gen,
-        &[name.to_owned()],
-        Some(&service_restore_cmd(&area)?),
-        &mut progress.step(),
-    )
-    .with_context(|| format!("resuming {name} from generation {gen}"))?;
-    print_restored(&gen, &reports, json, out)
+    sealed::resume(settings, &Staging::system(), name, json, out)
+}
+
+/// `upgradectl suspend-key generate`: writes a new suspend key to `path` (never over
+/// an existing file) and prints the path and the public key. `configured` is the
+/// `[suspend]` table when the configuration could be read, for a hint on turning
+/// encryption on.
+pub fn suspend_key_generate(
+    path: &std::path::Path,
+    configured: Option<&crate::config::SuspendSettings>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let key = dumper::seal::SealKey::generate(path)
+        .with_context(|| format!("writing a new suspend key to {}", path.display()))?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({"key_file": key.path(), "public_key": key.public_key()})
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "wrote a new suspend key to {} (mode 0600)",
+        key.path().display()
+    )?;
+    writeln!(out, "public key: {}", key.public_key())?;
+    writeln!(
+        out,
+        "back it up away from this machine's disks: sealed suspend images cannot be resumed \
+         without it"
+    )?;
+    match configured {
+        Some(s) if s.key_file != path => writeln!(
+            out,
+            "the configuration seals with {}; set key_file = \"{}\" in [suspend] to use this \
+             key",
+            s.key_file.display(),
+            path.display()
+        )?,
+        Some(s) if !s.encrypt => writeln!(
+            out,
+            "set encrypt = true in [suspend] to seal suspend images with it"
+        )?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A spinner on stderr with the current step, when stderr is a terminal and the output
@@ -406,6 +468,13 @@ impl Progress {
                     checkpoint::Step::Restoring(w) => format!("restoring {w}"),
                 });
             }
+        }
+    }
+
+    /// Shows a step that is not one of [`checkpoint::Step`].
+    fn say(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.to_owned());
         }
     }
 
@@ -452,7 +521,19 @@ fn state_str(s: GenerationState) -> String {
         .unwrap_or_else(|| format!("{s:?}").to_lowercase())
 }
 
+/// `upgradectl images list`: the generations of the area, its sealed files, and what
+/// sealed suspends left in their staging area in memory (marked: a reboot loses it).
 pub fn images_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Result<()> {
+    images_list_in(settings, &Staging::system(), json, out)
+}
+
+/// [`images_list`] with the staging area of `staging`.
+fn images_list_in(
+    settings: &Settings,
+    staging: &Staging,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let area = open_area(settings)?;
     let mut gens = area.list()?;
     gens.sort();
@@ -470,6 +551,11 @@ pub fn images_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resu
             Err(e) => rows.push(json!({"generation": g.to_string(), "error": format!("{e:#}")})),
         }
     }
+    rows.extend(sealed::list_rows(settings, &area)?);
+    rows.extend(sealed::staged_rows(staging));
+    // Ids start with their time: sorting them puts plain, sealed and staged in one
+    // order.
+    rows.sort_by(|a, b| a["generation"].as_str().cmp(&b["generation"].as_str()));
     if json {
         writeln!(out, "{}", serde_json::Value::Array(rows))?;
         return Ok(());
@@ -478,6 +564,68 @@ pub fn images_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resu
         writeln!(out, "no generations in {}", area.root().display())?;
     }
     for r in rows {
+        if r.get("staged").is_some() {
+            let detail = if let Some(e) = r.get("error") {
+                format!("UNREADABLE: {}", e.as_str().unwrap_or(""))
+            } else {
+                format!(
+                    "{}  {}  {}",
+                    r["kernel"].as_str().unwrap_or(""),
+                    human_bytes(r["bytes"].as_u64().unwrap_or(0)),
+                    r["workloads"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default()
+                )
+            };
+            let note = match r["state"].as_str() {
+                Some("committed") => {
+                    "(in memory: resume it or it is lost at the next reboot)".to_owned()
+                }
+                Some(state) => format!("({state}, in memory)"),
+                None => "(in memory)".to_owned(),
+            };
+            writeln!(
+                out,
+                "{}  {:<10} {detail}  {note}",
+                r["generation"].as_str().unwrap_or(""),
+                "staged",
+            )?;
+            continue;
+        }
+        if let Some(file) = r.get("sealed") {
+            let file = std::path::Path::new(file.as_str().unwrap_or(""));
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            let size = human_bytes(r["file_bytes"].as_u64().unwrap_or(0));
+            let detail = match (r.get("workloads"), r.get("key_error"), r.get("error")) {
+                (Some(w), _, _) => format!(
+                    "{}  {}  {}",
+                    r["kernel"].as_str().unwrap_or(""),
+                    w.as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
+                    r["state"].as_str().unwrap_or("")
+                ),
+                (_, Some(_), _) => "(the suspend key is needed to show its workloads)".into(),
+                (_, _, Some(e)) => format!("UNREADABLE: {}", e.as_str().unwrap_or("")),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "{}  {:<10} {name} {size}  {detail}",
+                r["generation"].as_str().unwrap_or(""),
+                "sealed",
+            )?;
+            continue;
+        }
         if let Some(err) = r.get("error") {
             writeln!(
                 out,
@@ -510,7 +658,16 @@ pub fn images_list(settings: &Settings, json: bool, out: &mut dyn Write) -> Resu
 pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
     let area = open_area(settings)?;
     let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
-    let m = area.load(&id)?;
+    // A sealed generation's manifest is read with the suspend key.
+    let sealed_file = if area.generation_path(&id).exists() {
+        None
+    } else {
+        sealed::sealed_file(&area, &id)?
+    };
+    let m = match &sealed_file {
+        Some(path) => sealed::peek(settings, path)?,
+        None => area.load(&id)?,
+    };
     let workloads: Vec<_> = m
         .workloads
         .iter()
@@ -528,7 +685,7 @@ pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Wri
     let v = json!({
         "generation": id.to_string(), "state": state_str(m.state), "created": m.created_rfc3339(),
         "kernel": m.source.kernel_release, "criu": m.source.criu_version,
-        "glibc": m.source.glibc_version, "workloads": workloads,
+        "glibc": m.source.glibc_version, "workloads": workloads, "sealed": sealed_file,
     });
     if json {
         writeln!(out, "{v}")?;
@@ -544,6 +701,9 @@ pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Wri
             "  made on kernel {} with CRIU {}, glibc {}",
             m.source.kernel_release, m.source.criu_version, m.source.glibc_version
         )?;
+        if let Some(path) = &sealed_file {
+            writeln!(out, "  sealed in {}", path.display())?;
+        }
         for w in &m.workloads {
             writeln!(
                 out,
@@ -597,6 +757,16 @@ pub fn images_verify(
 ) -> Result<()> {
     let area = open_area(settings)?;
     let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    if !area.generation_path(&id).exists() {
+        if let Some(path) = sealed::sealed_file(&area, &id)? {
+            bail!(
+                "generation {id} is sealed in {}: it is verified when it is resumed (unsealed \
+                 in memory, every image against its manifest); `upgradectl images show {id}` \
+                 reads its manifest with the suspend key",
+                path.display()
+            );
+        }
+    }
     let m = area.verify(&id).with_context(|| {
         format!("generation {id} failed verification; it is kept as it is for inspection")
     })?;
@@ -620,7 +790,16 @@ pub fn images_verify(
 pub fn images_rm(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
     let area = open_area(settings)?;
     let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
-    area.remove(&id)?;
+    match sealed::sealed_file(&area, &id)? {
+        Some(path) => {
+            dumper::seal::remove_sealed(&path)?;
+            // A plain generation of the same id too, which only a crash leaves.
+            if area.generation_path(&id).exists() {
+                area.remove(&id)?;
+            }
+        }
+        None => area.remove(&id)?,
+    }
     if json {
         writeln!(
             out,

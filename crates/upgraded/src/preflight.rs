@@ -16,7 +16,8 @@ use dumper::area::{fs_verdict, AreaUse, FsType, FsVerdict};
 use dumper::workload::Resolved;
 use serde::{Deserialize, Serialize};
 
-use crate::config::AreaKind;
+use crate::area_device::{Contents, Device};
+use crate::config::{AreaKind, Memmap};
 use crate::kernel::{
     check_checkpoint_support, kernel_version, known_problems, InstalledKernel, KernelConfig,
     KernelError, KnownBad, Need, Scope, Version,
@@ -178,6 +179,39 @@ pub struct Input {
     pub area_path: PathBuf,
     /// `area.min_free_margin_percent`.
     pub margin_percent: u8,
+    /// A disk or pmem area's device, for the "area device" row; `None` for a directory
+    /// area (no row).
+    pub area_device: Option<AreaDeviceInput>,
+    /// What sealed suspends left in their staging area in memory
+    /// ([`crate::local::staged_suspends`]), which the kexec would lose; or why it could
+    /// not be read. Nothing there: no row.
+    pub staged_suspends: Result<Vec<StagedSuspend>, String>,
+}
+
+/// A suspend waiting in the sealing staging area, in memory (/run): a sealed suspend
+/// could neither seal it nor resume the workload, or was interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedSuspend {
+    pub generation: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// Its workloads not restored yet.
+    pub workloads: Vec<String>,
+}
+
+/// A disk or pmem area, as the caller found it.
+#[derive(Debug)]
+pub struct AreaDeviceInput {
+    pub kind: AreaKind,
+    /// `area.device`.
+    pub device: PathBuf,
+    /// `area.memmap` of a pmem area.
+    pub memmap: Option<Memmap>,
+    /// The running kernel's command line (`/proc/cmdline`).
+    pub running_cmdline: String,
+    /// What checking the device gave ([`crate::area_device::facts`]): the device and
+    /// what it holds, or why it is unusable.
+    pub found: Result<(Device, Contents), String>,
 }
 
 /// What an upgrade needs from the kernels: checkpoint/restore and kexec always,
@@ -221,7 +255,9 @@ const NAME_CONFIG: &str = "kernel config";
 const NAME_KNOWN_BAD: &str = "known bad";
 const NAME_KEXEC_TOOLS: &str = "kexec-tools";
 const NAME_AREA_FS: &str = "area";
+const NAME_AREA_DEVICE: &str = "area device";
 const NAME_AREA: &str = "area space";
+const NAME_STAGED: &str = "suspends in memory";
 const NAME_LOAD: &str = "kexec load";
 
 /// Runs every check, in order.
@@ -232,8 +268,10 @@ pub fn run(input: &Input, probe: &dyn Probe) -> Report {
         check_known_bad(input, probe),
         check_kexec_tools(probe),
         check_area_fs(input, probe),
-        check_area(input, probe),
     ];
+    checks.extend(check_area_device(input));
+    checks.push(check_area(input, probe));
+    checks.extend(check_staged(input));
     for w in &input.workloads {
         checks.extend(check_workload(w, probe));
     }
@@ -652,6 +690,107 @@ fn check_area_fs(input: &Input, probe: &dyn Probe) -> CheckResult {
     }
 }
 
+/// A disk or pmem area: the device passed [`crate::area_device::inspect`] and holds the
+/// area's file system; for a pmem area reserved with `memmap=`, the running kernel was
+/// booted with the same reservation. Without it the range is not reserved now: there
+/// is no pmem device there, or writing to it would overwrite memory the kernel uses.
+/// (The target kernel gets the reservation on its command line from upgraded, and its
+/// drivers are in the "kernel config" row.)
+fn check_area_device(input: &Input) -> Option<CheckResult> {
+    let d = input.area_device.as_ref()?;
+    let mut status = Status::Pass;
+    let mut parts = Vec::new();
+    let mut hints = Vec::new();
+    match &d.found {
+        Err(e) => {
+            status = Status::Fail;
+            parts.push(e.clone());
+        }
+        Ok((dev, contents)) => {
+            let mut what = format!("{}: {}", d.device.display(), dev.node.display());
+            if let Some(size) = dev.size {
+                what.push_str(&format!(", {}", human_bytes(size)));
+            }
+            if d.kind == AreaKind::Pmem {
+                what.push_str(match (dev.mounted_dax, dev.dax) {
+                    (true, _) => ", mounted with DAX",
+                    (false, true) => ", supports DAX but is mounted without it",
+                    (false, false) => ", no DAX",
+                });
+            }
+            parts.push(what);
+            match contents {
+                Contents::Ours { .. } => parts.push(format!(
+                    "holds the area's file system (ext4, label {})",
+                    crate::area_device::LABEL
+                )),
+                Contents::Empty => {
+                    status = Status::Fail;
+                    parts.push("holds no file system".into());
+                    hints.push("run `upgradectl area init`".to_owned());
+                }
+                Contents::Other { found } => {
+                    status = Status::Fail;
+                    parts.push(format!("holds {found}, not the area's file system"));
+                    hints.push(
+                        "if nothing on the device is needed, erase it (wipefs -a) and run \
+                         `upgradectl area init`; otherwise fix area.device"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    }
+    if d.kind == AreaKind::Pmem {
+        match &d.memmap {
+            None => parts.push(
+                "no area.memmap: real persistent memory, nothing to reserve on the command \
+                 line"
+                    .into(),
+            ),
+            Some(m) => {
+                let reserved = crate::kernel::pmem_reservations(&d.running_cmdline);
+                if reserved
+                    .iter()
+                    .any(|r| r.size == m.size && r.offset == m.offset)
+                {
+                    parts.push(format!(
+                        "the running kernel reserves it (memmap={m}), and the new kernel gets \
+                         the same"
+                    ));
+                } else {
+                    status = Status::Fail;
+                    let now = if reserved.is_empty() {
+                        "no memmap=<size>!<offset>".to_owned()
+                    } else {
+                        let texts: Vec<String> = reserved
+                            .iter()
+                            .map(|r| format!("memmap={}", r.text))
+                            .collect();
+                        texts.join(" ")
+                    };
+                    parts.push(format!(
+                        "the running kernel was booted with {now}, not memmap={m}: that RAM \
+                         is not reserved now, so there is no pmem device on it or writing \
+                         images there would overwrite memory in use"
+                    ));
+                    hints.push(format!(
+                        "boot the running kernel with memmap={m} (GRUB_CMDLINE_LINUX in \
+                         /etc/default/grub, update-grub, reboot), then run `upgradectl area \
+                         init`; upgraded puts it on the new kernel's command line itself"
+                    ));
+                }
+            }
+        }
+    }
+    let row = CheckResult::new(NAME_AREA_DEVICE, status, parts.join("; "));
+    Some(if hints.is_empty() {
+        row
+    } else {
+        row.hint(hints.join("; "))
+    })
+}
+
 fn check_area(input: &Input, probe: &dyn Probe) -> CheckResult {
     let resolved: Vec<&Resolved> = input
         .workloads
@@ -699,6 +838,61 @@ fn check_area(input: &Input, probe: &dyn Probe) -> CheckResult {
              workloads, or lower area.min_free_margin_percent",
             human_bytes(required - free)
         ))
+    }
+}
+
+/// Suspends waiting in the sealing staging area: in memory only, so the kexec (or any
+/// reboot) would lose them. They are resumed first. No row when there are none.
+fn check_staged(input: &Input) -> Option<CheckResult> {
+    match &input.staged_suspends {
+        Ok(staged) if staged.is_empty() => None,
+        Ok(staged) => {
+            let found: Vec<String> = staged
+                .iter()
+                .map(|s| {
+                    format!(
+                        "generation {} of {} is in {}",
+                        s.generation,
+                        s.workloads.join(", "),
+                        s.path.display()
+                    )
+                })
+                .collect();
+            let resumes: Vec<String> = staged
+                .iter()
+                .flat_map(|s| &s.workloads)
+                .map(|w| format!("`upgradectl resume {w}`"))
+                .collect();
+            Some(
+                CheckResult::new(
+                    NAME_STAGED,
+                    Status::Fail,
+                    format!(
+                        "{}: the images of a sealed suspend that could not be sealed or \
+                         resumed, in memory only: the kexec would lose them",
+                        found.join("; ")
+                    ),
+                )
+                .hint(format!(
+                    "resume first: {}; then check again",
+                    resumes.join(", ")
+                )),
+            )
+        }
+        Err(e) => Some(
+            CheckResult::new(
+                NAME_STAGED,
+                Status::Warn,
+                format!(
+                    "the staging area of sealed suspends could not be read ({e}): images a \
+                     failed sealed suspend left there, in memory, would be lost by the kexec"
+                ),
+            )
+            .hint(format!(
+                "look in {}/generations and resume what is there with `upgradectl resume NAME`",
+                crate::local::SEALING_DIR
+            )),
+        ),
     }
 }
 

@@ -39,7 +39,10 @@ wait_for() {
 area_on_disk() {
     local disk=/dev/disk/by-id/virtio-upgraded-area
     wait_for "$disk"
-    [[ ${VM_BOOT:-0} == 0 ]] && mkfs.ext4 -q -F -L upgraded-area "$disk"
+    # Not labelled upgraded-area: that label is how upgraded knows the file system of a
+    # disk or pmem area it formatted, and a scenario may make one of those too (the
+    # bench's pmem area), which LABEL= in fstab would then mount here instead.
+    [[ ${VM_BOOT:-0} == 0 ]] && mkfs.ext4 -q -F -L vmtest-area "$disk"
     mkdir -p /var/lib/upgraded
     mountpoint -q /var/lib/upgraded || mount "$disk" /var/lib/upgraded
     chmod 0700 /var/lib/upgraded
@@ -73,8 +76,8 @@ json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # /etc/upgraded/upgraded.toml comes on stdin.
 area_for_daemon() {
     area_on_disk
-    grep -q upgraded-area /etc/fstab ||
-        echo 'LABEL=upgraded-area /var/lib/upgraded ext4 defaults,nofail 0 2' >> /etc/fstab
+    grep -q vmtest-area /etc/fstab ||
+        echo 'LABEL=vmtest-area /var/lib/upgraded ext4 defaults,nofail 0 2' >> /etc/fstab
     cat >> /etc/upgraded/upgraded.toml
     systemctl daemon-reload
     systemctl restart upgraded.service

@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     upgraded::logging::init("warn");
+    // In-process commands (checkpoint, suspend...) have fault points too (test builds).
+    dumper::faults::setup();
     let cli = upgraded::cli::Cli::parse();
     match upgraded::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,38 @@ use super::settings::{AreaKind, WorkloadKind};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// `pre_dump` as written: a number of pre-dumps, or a word (only "auto" is taken,
+/// when merging, where the error can point at the value).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PreDumpValue {
+    Count(i64),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for PreDumpValue {
+    // By hand rather than untagged: serde's untagged error ("did not match any
+    // variant") would not say what the key takes.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PreDumpValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of pre-dumps (0 to 16) or \"auto\"")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<PreDumpValue, E> {
+                Ok(PreDumpValue::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PreDumpValue, E> {
+                Ok(PreDumpValue::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<PreDumpValue, E> {
+                Ok(PreDumpValue::Word(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Fragment {
@@ -18,6 +50,7 @@ pub(crate) struct Fragment {
     pub health: Option<HealthFragment>,
     pub boot: Option<BootFragment>,
     pub retention: Option<RetentionFragment>,
+    pub suspend: Option<SuspendFragment>,
     #[serde(default)]
     pub workload: Vec<Spanned<WorkloadFragment>>,
 }
@@ -47,7 +80,7 @@ pub(crate) struct WorkloadFragment {
     pub machine: Option<Spanned<String>>,
     pub check: Option<Spanned<Vec<String>>>,
     pub tcp_established: Option<Spanned<bool>>,
-    pub pre_dump: Option<Spanned<i64>>,
+    pub pre_dump: Option<Spanned<PreDumpValue>>,
     pub leave_running: Option<Spanned<bool>>,
 }
 
@@ -76,4 +109,11 @@ pub(crate) struct BootFragment {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetentionFragment {
     pub keep: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SuspendFragment {
+    pub encrypt: Option<Spanned<bool>>,
+    pub key_file: Option<Spanned<String>>,
 }

@@ -3,11 +3,11 @@
 //! error names the file and line of the value that is wrong, whichever file it came from.
 
 use super::error::{ConfigError, Invalid, Location, PositionIndex};
-use super::fragment::{Fragment, WorkloadFragment};
+use super::fragment::{Fragment, PreDumpValue, WorkloadFragment};
 use super::settings::{
     AreaKind, AreaLocation, AreaSettings, BootSettings, HealthSettings, KernelSettings, KnownGood,
-    RetentionSettings, Selector, Settings, Workload, WorkloadKind, DEFAULT_AREA_PATH,
-    DEFAULT_SCRIPTS_DIR, DEFAULT_TMUX_SOCKET,
+    PreDumps, RetentionSettings, Selector, Settings, SuspendSettings, Workload, WorkloadKind,
+    DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE, DEFAULT_TMUX_SOCKET,
 };
 use super::validate::{self, Rejection};
 use std::collections::HashMap;
@@ -73,7 +73,7 @@ struct WorkloadEntry {
     machine: Option<Located<String>>,
     check: Option<Located<Vec<String>>>,
     tcp_established: Option<Located<bool>>,
-    pre_dump: Option<Located<i64>>,
+    pre_dump: Option<Located<PreDumpValue>>,
     leave_running: Option<Located<bool>>,
 }
 
@@ -148,6 +148,8 @@ pub(crate) struct Merged {
     scripts_dir: Option<Located<String>>,
     max_attempts: Option<Located<i64>>,
     keep: Option<Located<i64>>,
+    suspend_encrypt: Option<Located<bool>>,
+    suspend_key_file: Option<Located<String>>,
     workloads: Vec<WorkloadEntry>,
     /// The index in `workloads` of each name, so that a file with many workloads is not
     /// searched once per workload.
@@ -220,6 +222,16 @@ impl Merged {
         if let Some(retention) = fragment.retention {
             set(&mut self.keep, source.locate_opt(retention.keep));
         }
+        if let Some(suspend) = fragment.suspend {
+            set(
+                &mut self.suspend_encrypt,
+                source.locate_opt(suspend.encrypt),
+            );
+            set(
+                &mut self.suspend_key_file,
+                source.locate_opt(suspend.key_file),
+            );
+        }
 
         // Workloads append; a name defined by an earlier file is replaced whole and
         // keeps its place, so the order of checkpoint and restore stays stable.
@@ -275,6 +287,15 @@ impl Merged {
                 RetentionSettings::default().keep,
             )?,
         };
+        let suspend = SuspendSettings {
+            encrypt: self.suspend_encrypt.as_ref().is_some_and(|v| v.value),
+            key_file: match &self.suspend_key_file {
+                Some(file) => checked(file, "suspend.key_file", |v| {
+                    validate::file(v, DEFAULT_SUSPEND_KEY_FILE)
+                })?,
+                None => DEFAULT_SUSPEND_KEY_FILE.into(),
+            },
+        };
         let workloads = self.workloads()?;
         Ok(Settings {
             area,
@@ -282,6 +303,7 @@ impl Merged {
             health,
             boot,
             retention,
+            suspend,
             workloads,
         })
     }
@@ -554,14 +576,33 @@ fn workload(entry: &WorkloadEntry) -> Result<Workload, ConfigError> {
         check,
         tcp_established: entry.tcp_established.as_ref().is_some_and(|v| v.value),
         pre_dump: match &entry.pre_dump {
-            Some(pre_dump) => ranged_value(
-                pre_dump,
+            Some(Located {
+                value: PreDumpValue::Count(n),
+                at,
+            }) => ranged_value(
+                &Located {
+                    value: *n,
+                    at: at.clone(),
+                },
                 "workload.pre_dump",
                 0,
                 dumper::manifest::MAX_PRE_DUMPS,
                 Some(0),
-            )?,
-            None => 0,
+            )?
+            .into(),
+            Some(word) => checked(word, "workload.pre_dump", |v| match v {
+                PreDumpValue::Word(w) if w == "auto" => Ok(PreDumps::Auto),
+                _ => Err(Rejection {
+                    reason: format!(
+                        "pre_dump is a number of pre-dumps from 0 to {} or \"auto\"",
+                        dumper::manifest::MAX_PRE_DUMPS
+                    ),
+                    hint: "\"auto\" pre-dumps as long as each copies clearly less than the one \
+                           before"
+                        .into(),
+                }),
+            })?,
+            None => PreDumps::None,
         },
         leave_running: entry.leave_running.as_ref().is_some_and(|v| v.value),
     })

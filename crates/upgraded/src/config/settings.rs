@@ -4,6 +4,7 @@
 //! `Serialize` produces the same shape as the configuration files, so the output of
 //! `upgradectl config show` can be saved and loaded back as a configuration file.
 
+pub use dumper::predump::PreDumps;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use std::time::Duration;
 pub const DEFAULT_AREA_PATH: &str = "/var/lib/upgraded";
 /// Default directory of the health scripts.
 pub const DEFAULT_SCRIPTS_DIR: &str = "/etc/upgraded/health.d";
+/// Default key file that seals suspend images when `suspend.encrypt` is on.
+pub const DEFAULT_SUSPEND_KEY_FILE: &str = "/etc/upgraded/suspend.key";
 /// Default tmux socket name (what `tmux` uses without `-L`).
 pub const DEFAULT_TMUX_SOCKET: &str = "default";
 
@@ -24,6 +27,7 @@ pub struct Settings {
     pub health: HealthSettings,
     pub boot: BootSettings,
     pub retention: RetentionSettings,
+    pub suspend: SuspendSettings,
     /// Written as `[[workload]]` tables in the files, hence the singular key.
     #[serde(rename = "workload")]
     pub workloads: Vec<Workload>,
@@ -176,10 +180,21 @@ pub struct Workload {
     pub check: Option<Vec<String>>,
     /// Checkpoint established TCP connections (CRIU `--tcp-established`).
     pub tcp_established: bool,
-    /// Pre-dump iterations before the final dump, to shorten the freeze.
-    pub pre_dump: u32,
+    /// Pre-dumps before the final dump, to shorten the freeze: a number, or `auto`
+    /// (as long as each copies clearly less than the one before; see
+    /// `dumper::predump`).
+    #[serde(serialize_with = "serialize_pre_dumps")]
+    pub pre_dump: PreDumps,
     /// Keep the workload running after the dump.
     pub leave_running: bool,
+}
+
+/// `pre_dump` as it is written: a number, or "auto".
+fn serialize_pre_dumps<S: Serializer>(p: &PreDumps, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        PreDumps::Auto => s.serialize_str("auto"),
+        other => s.serialize_u32(other.max()),
+    }
 }
 
 /// What a workload is and how to find it; serialized as `kind` plus one selector key.
@@ -367,5 +382,24 @@ pub struct RetentionSettings {
 impl Default for RetentionSettings {
     fn default() -> Self {
         RetentionSettings { keep: 3 }
+    }
+}
+
+/// `[suspend]`: how `upgradectl suspend` keeps its images (docs/suspend-encryption.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SuspendSettings {
+    /// Seal suspend images with `key_file` (age, X25519) before they reach the area.
+    pub encrypt: bool,
+    /// The age identity that seals and unseals them; absolute. Read whenever sealed
+    /// images are resumed or listed, even with `encrypt` off.
+    pub key_file: PathBuf,
+}
+
+impl Default for SuspendSettings {
+    fn default() -> Self {
+        SuspendSettings {
+            encrypt: false,
+            key_file: PathBuf::from(DEFAULT_SUSPEND_KEY_FILE),
+        }
     }
 }

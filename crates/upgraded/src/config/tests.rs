@@ -60,7 +60,7 @@ fn workload(name: &str, selector: Selector) -> Workload {
         selector,
         check: None,
         tcp_established: false,
-        pre_dump: 0,
+        pre_dump: PreDumps::None,
         leave_running: false,
     }
 }
@@ -96,6 +96,11 @@ fn no_files_give_the_documented_defaults() {
     );
     assert_eq!(settings.boot.max_attempts, 2);
     assert_eq!(settings.retention.keep, 3);
+    assert!(!settings.suspend.encrypt);
+    assert_eq!(
+        settings.suspend.key_file,
+        PathBuf::from("/etc/upgraded/suspend.key")
+    );
     assert!(settings.workloads.is_empty());
 }
 
@@ -125,6 +130,8 @@ fn example_file_documents_every_key() {
         "scripts_dir",
         "max_attempts",
         "keep",
+        "encrypt",
+        "key_file",
         "name",
         "pid",
         "unit",
@@ -207,7 +214,7 @@ fn example_defaults_and_workloads_are_valid_when_uncommented() {
         }
     );
     assert!(web.tcp_established);
-    assert_eq!(web.pre_dump, 1);
+    assert_eq!(web.pre_dump, PreDumps::Fixed(1));
 }
 
 // ---- a full configuration ----
@@ -235,6 +242,10 @@ max_attempts = 4
 
 [retention]
 keep = 7
+
+[suspend]
+encrypt = true
+key_file = "/root/keys/upgraded-suspend.key"
 
 [[workload]]
 name = "pid"
@@ -306,11 +317,15 @@ machine = "debian-test"
         },
         boot: BootSettings { max_attempts: 4 },
         retention: RetentionSettings { keep: 7 },
+        suspend: SuspendSettings {
+            encrypt: true,
+            key_file: PathBuf::from("/root/keys/upgraded-suspend.key"),
+        },
         workloads: vec![
             Workload {
                 check: Some(vec!["/usr/bin/true".into()]),
                 tcp_established: true,
-                pre_dump: 2,
+                pre_dump: PreDumps::Fixed(2),
                 leave_running: true,
                 ..workload("pid", Selector::Process { pid: 4242 })
             },
@@ -596,7 +611,7 @@ fn unknown_keys_are_refused_with_the_valid_keys_of_their_table() {
         (
             "colour = 1\n",
             1,
-            "area, kernel, health, boot, retention, workload",
+            "area, kernel, health, boot, retention, suspend, workload",
         ),
         (
             "[area]\nkindd = \"disk\"\n",
@@ -611,6 +626,7 @@ fn unknown_keys_are_refused_with_the_valid_keys_of_their_table() {
         ),
         ("[boot]\nattempts = 3\n", 2, "max_attempts"),
         ("[retention]\nkeep = 1\nmax = 2\n", 3, "keep"),
+        ("[suspend]\nencrypted = true\n", 2, "encrypt, key_file"),
         (
             "[[workload]]\nname = \"a\"\nkind = \"tmux\"\ntcp = true\n",
             4,
@@ -901,6 +917,21 @@ fn area_paths_and_memmap_are_checked() {
             "health.scripts_dir",
             "absolute",
         ),
+        (
+            "[suspend]\nkey_file = \"suspend.key\"\n",
+            "suspend.key_file",
+            "absolute",
+        ),
+        (
+            "[suspend]\nencrypt = true\nkey_file = \"/etc/upgraded/../suspend.key\"\n",
+            "suspend.key_file",
+            "'..'",
+        ),
+        (
+            "[suspend]\nkey_file = \"/etc/upgraded/\"\n",
+            "suspend.key_file",
+            "names a directory",
+        ),
     ];
     for (text, key, reason_part) in cases {
         let (location, problem) = invalid(text);
@@ -923,6 +954,51 @@ fn area_paths_and_memmap_are_checked() {
             other => panic!("{text}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn suspend_keys_merge_one_by_one_and_are_checked_at_their_line() {
+    // A drop-in turns encryption on; the key file of the main file stays.
+    let settings = load_two(
+        "[suspend]\nkey_file = \"/srv/keys/suspend.key\"\n",
+        "[suspend]\nencrypt = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        settings.suspend,
+        SuspendSettings {
+            encrypt: true,
+            key_file: PathBuf::from("/srv/keys/suspend.key"),
+        }
+    );
+    // A bad key file in the drop-in is reported there, line and column.
+    let err = load_two(
+        "[suspend]\nencrypt = true\n",
+        "# local\n[suspend]\nkey_file = \"keys/suspend.key\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("{DROPIN}:3:12: ")) && text.contains("suspend.key_file"),
+        "{text}"
+    );
+    // A later file repairs it.
+    let settings = load_documents([
+        (Path::new(MAIN), "[suspend]\nkey_file = \"relative\"\n"),
+        (
+            Path::new(DROPIN),
+            "[suspend]\nkey_file = \"/etc/upgraded/other.key\"\n",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        settings.suspend.key_file,
+        PathBuf::from("/etc/upgraded/other.key")
+    );
+    // A wrong type gets the type's hint.
+    let (location, message, _) = parse_failure("[suspend]\nencrypt = \"yes\"\n");
+    assert_eq!(location.position.map(|p| p.line), Some(2));
+    assert!(message.contains("bool"), "{message}");
 }
 
 #[test]
@@ -1244,6 +1320,10 @@ unit = "nginx.service"
 check = ["curl", "http://localhost/"]
 pre_dump = 1
 
+[suspend]
+encrypt = true
+key_file = "/srv/keys/suspend.key"
+
 [[workload]]
 name = "p"
 kind = "process"
@@ -1266,6 +1346,8 @@ fn json_form_has_the_file_keys() {
     assert_eq!(json["area"]["kind"], "directory");
     assert_eq!(json["area"]["path"], "/var/lib/upgraded");
     assert_eq!(json["kernel"]["known_good"], "current");
+    assert_eq!(json["suspend"]["encrypt"], false);
+    assert_eq!(json["suspend"]["key_file"], "/etc/upgraded/suspend.key");
     assert_eq!(json["workload"][0]["kind"], "screen");
     assert_eq!(json["workload"][0]["screen"], "x");
     assert!(json["workload"][0].get("check").is_none());
@@ -1503,4 +1585,29 @@ fn non_utf8_files_are_reported_at_the_bad_byte() {
         }
     );
     assert!(err.message().contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn pre_dump_takes_a_number_or_auto_and_nothing_else() {
+    let s = ok("[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = \"auto\"\n");
+    assert_eq!(s.workloads[0].pre_dump, PreDumps::Auto);
+    let s = ok("[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = 3\n");
+    assert_eq!(s.workloads[0].pre_dump, PreDumps::Fixed(3));
+    let s = ok("[[workload]]\nname = \"a\"\nkind = \"tmux\"\n");
+    assert_eq!(s.workloads[0].pre_dump, PreDumps::None);
+    // Written back as it was written.
+    let shown = toml::to_string(&ok(
+        "[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = \"auto\"\n",
+    ))
+    .unwrap();
+    assert!(shown.contains("pre_dump = \"auto\""), "{shown}");
+    for bad in ["\"Auto\"", "\"always\"", "\"3\"", "2.5", "true"] {
+        let text = format!("[[workload]]\nname = \"a\"\nkind = \"tmux\"\npre_dump = {bad}\n");
+        let err = load_one(&text).expect_err(&text).to_string();
+        assert!(
+            err.contains("50-local.toml") || err.contains("upgraded.toml:4"),
+            "{text}: {err}"
+        );
+        assert!(err.contains("auto"), "{text}: {err}");
+    }
 }

@@ -303,6 +303,18 @@ pub(crate) fn directory(value: &str, example: &str) -> Result<PathBuf, Rejection
     Ok(path.to_path_buf())
 }
 
+/// An absolute, normalized path of a file: as [`directory`], and not ending in '/'.
+pub(crate) fn file(value: &str, example: &str) -> Result<PathBuf, Rejection> {
+    let path = directory(value, example)?;
+    if value.ends_with('/') {
+        return reject(
+            "it ends in '/', so it names a directory",
+            format!("give the path of the file, e.g. {example}"),
+        );
+    }
+    Ok(path)
+}
+
 /// A device node under /dev for a disk or pmem area.
 pub(crate) fn device(value: &str, example: &str) -> Result<PathBuf, Rejection> {
     let hint = format!(
@@ -489,6 +501,19 @@ mod tests {
         );
         for bad in ["relative", "/", "/var/../etc", "/var/./lib", "//", ""] {
             assert!(directory(bad, "/x").is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            file("/etc/upgraded/suspend.key", "/x"),
+            Ok(PathBuf::from("/etc/upgraded/suspend.key"))
+        );
+        for bad in [
+            "suspend.key",
+            "/",
+            "/etc/upgraded/",
+            "/etc/../x",
+            "/etc/./x",
+        ] {
+            assert!(file(bad, "/x").is_err(), "{bad:?} accepted");
         }
         assert_eq!(
             device("/dev/pmem0", "/dev/pmem0"),

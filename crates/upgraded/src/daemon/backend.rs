@@ -177,12 +177,24 @@ impl DaemonBackend {
             target_config,
             cmdline,
             needs: preflight::needs(
-                settings.workloads.iter().any(|w| w.pre_dump > 0),
+                settings.workloads.iter().any(|w| w.pre_dump.any()),
                 settings.area.location.kind(),
             ),
             workloads: resolve_configured(&settings),
             area_path: area.root().to_owned(),
             margin_percent: settings.area.min_free_margin_percent,
+            area_device: crate::area_device::DeviceSpec::of(&settings.area.location).map(|spec| {
+                preflight::AreaDeviceInput {
+                    found: crate::area_device::facts(&crate::area_device::Host::system(), &spec)
+                        .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
+                    kind: spec.kind,
+                    device: spec.device,
+                    memmap: spec.memmap,
+                    running_cmdline: current_cmdline.clone(),
+                }
+            }),
+            staged_suspends: local::staged_suspends(&local::Staging::system())
+                .map_err(|e| format!("{e:#}")),
         };
         let probe = RealProbe {
             area_root: area.root(),
@@ -211,7 +223,7 @@ impl DaemonBackend {
                 pre_dumps: settings
                     .workloads
                     .iter()
-                    .filter(|w| w.pre_dump > 0)
+                    .filter(|w| w.pre_dump.any())
                     .map(|w| (w.name.clone(), w.pre_dump))
                     .collect(),
             }),

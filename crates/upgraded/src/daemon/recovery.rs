@@ -70,7 +70,7 @@ fn thaw_recorded() {
 pub fn recover(daemon: &Daemon) {
     thaw_recorded();
     let settings = daemon.settings();
-    let area = match local::open_area(&settings) {
+    let area = match open_at_start(&settings) {
         Ok(a) => a,
         Err(e) => {
             warn!("no recovery possible: {e:#}");
@@ -141,6 +141,71 @@ pub fn recover(daemon: &Daemon) {
     }
 }
 
+/// Opens the area at start-up, before the state is read (the state lives in the area).
+/// A disk or pmem area is mounted first. Only a pmem area reserved from RAM
+/// (`memmap=`) is formatted here when it holds no file system: after a cold boot its
+/// RAM is empty, every boot, and holds no state. A disk area is formatted only by
+/// `upgradectl area init`: "no file system" may also be a damaged superblock or a read
+/// error, and the disk may hold sealed suspends. Nor is anything formatted in a boot
+/// that an upgrade's kexec started (any `upgraded.generation=` on the command line,
+/// valid or not, or a command line that cannot be read): its images should be there,
+/// and an admin should look first.
+fn open_at_start(settings: &crate::config::Settings) -> anyhow::Result<dumper::Area> {
+    match local::open_area(settings) {
+        Err(e) if crate::area_device::is_no_file_system(&e) => {
+            if settings.area.location.memmap().is_none() {
+                return Err(e.context(
+                    "a disk area (or real persistent memory) is formatted only on request: \
+                     `upgradectl area init` once you know the device holds nothing to keep",
+                ));
+            }
+            let cmdline = std::fs::read_to_string("/proc/cmdline");
+            if let Some(why) = no_format_after_kexec(cmdline.as_deref().ok()) {
+                return Err(e.context(why));
+            }
+            let prepared = crate::area_device::prepare_device_area(settings, true)?;
+            if let Some(p) = prepared {
+                info!(
+                    device = ?p.device.configured,
+                    node = ?p.device.node,
+                    formatted = p.formatted,
+                    dax = p.dax,
+                    "the {} area held no file system, hence no upgrade state: formatted and \
+                     mounted it on {}",
+                    p.device.kind,
+                    p.root.display()
+                );
+            }
+            local::open_area(settings)
+        }
+        other => other,
+    }
+}
+
+/// Why an empty area must not be formatted at start-up in a boot with command line
+/// `cmdline` (`None`: it could not be read), if it must not: one started by an
+/// upgrade's kexec expects its images there. Any `upgraded.generation` argument counts,
+/// valid or not: this decides whether to destroy, so it fails closed.
+fn no_format_after_kexec(cmdline: Option<&str>) -> Option<String> {
+    let Some(cmdline) = cmdline else {
+        return Some(
+            "/proc/cmdline cannot be read, so this may be a boot after an upgrade's kexec; \
+             not formatting the empty area; `upgradectl area init` does once you have looked"
+                .into(),
+        );
+    };
+    let named = cmdline.split_ascii_whitespace().any(|arg| {
+        arg.trim_start_matches('"')
+            .starts_with(crate::kernel::GENERATION_KEY)
+    });
+    named.then(|| {
+        "this boot came from an upgrade's kexec (upgraded.generation on the command line) but \
+         the area is empty: the images of the upgrade are lost (was the memmap= reservation \
+         kept?); not formatting it; `upgradectl area init` does once you have looked"
+            .into()
+    })
+}
+
 /// After the commit, on the kernel the upgrade started from: restores what is not
 /// running and records the rollback (or the failure).
 fn finish_here(area: &dumper::Area, store: &StateStore, gen: Option<GenerationId>, why: String) {
@@ -186,4 +251,31 @@ pub(crate) fn restore_missing(area: &dumper::Area, gen: &GenerationId) -> anyhow
         info!(workload = %r.name, pid = r.pid, "restored on this kernel");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_area_is_formatted_at_start_only_outside_an_upgrade_boot() {
+        assert_eq!(
+            no_format_after_kexec(Some("root=/dev/vda1 ro memmap=512M!1G")),
+            None
+        );
+        assert_eq!(no_format_after_kexec(Some("")), None);
+        for after in [
+            "ro upgraded.generation=g1 memmap=512M!1G",
+            // Invalid, duplicated or quoted: still a sign of an upgrade's kexec.
+            "ro upgraded.generation=../x",
+            "upgraded.generation=a upgraded.generation=b",
+            "\"upgraded.generation=g1\"",
+            "upgraded.generation",
+        ] {
+            let why = no_format_after_kexec(Some(after)).expect(after);
+            assert!(why.contains("not formatting"), "{why}");
+        }
+        let why = no_format_after_kexec(None).unwrap();
+        assert!(why.contains("cannot be read"), "{why}");
+    }
 }

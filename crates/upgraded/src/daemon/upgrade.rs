@@ -28,8 +28,8 @@ pub(crate) struct Plan {
     pub current_cmdline: String,
     pub workloads: Vec<Resolved>,
     pub tcp_established: bool,
-    /// Pre-dump iterations by workload name (`pre_dump` of the configuration).
-    pub pre_dumps: std::collections::BTreeMap<String, u32>,
+    /// Pre-dump policies by workload name (`pre_dump` of the configuration).
+    pub pre_dumps: std::collections::BTreeMap<String, dumper::predump::PreDumps>,
 }
 
 /// Runs the upgrade; on success the kexec has been started and this process is about
@@ -97,7 +97,7 @@ pub(crate) fn run(
             leave_running: false,
             tcp_established: plan.tcp_established,
             kernel_features: crate::boot::compat::running_features(),
-            pre_dump: 0,
+            pre_dump: Default::default(),
             pre_dump_by_name: plan.pre_dumps.clone(),
         },
         &mut |step| match step {

@@ -616,6 +616,49 @@ fn parse_pid_floor(value: &[u8]) -> std::result::Result<u32, String> {
     }
 }
 
+/// A RAM range a command line reserves as persistent memory: one `<size>!<offset>`
+/// entry of a `memmap=` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmemReservation {
+    pub size: u64,
+    pub offset: u64,
+    /// The entry as written, e.g. `512M!1G`.
+    pub text: String,
+}
+
+/// The persistent-memory reservations (`memmap=<size>!<offset>`, comma-separated
+/// entries included) of a command line, such as `/proc/cmdline`: the ranges the
+/// kernel that booted with it made pmem regions of. Numbers are read as the kernel's
+/// `memparse` reads them (`0x` hex, K to E suffixes); an entry it would not take, and
+/// arguments after `--` (init's), are left out.
+pub fn pmem_reservations(cmdline: &str) -> Vec<PmemReservation> {
+    let (args, _) = split_args(cmdline.as_bytes());
+    let mut out = Vec::new();
+    for arg in &args {
+        let p = param(arg.raw);
+        if p.is_separator() {
+            break;
+        }
+        let (b"memmap", Some(value)) = (p.key, p.value) else {
+            continue;
+        };
+        let value = String::from_utf8_lossy(value);
+        for entry in value.split(',') {
+            let Some((size, offset)) = entry.split_once('!') else {
+                continue;
+            };
+            if let (Ok(size), Ok(offset)) = (memparse(size), memparse(offset)) {
+                out.push(PmemReservation {
+                    size,
+                    offset,
+                    text: entry.to_owned(),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1300,5 +1343,32 @@ mod tests {
         assert!(args.warnings[0]
             .to_string()
             .contains("\"upgraded.generation\""));
+    }
+
+    #[test]
+    fn pmem_reservations_are_read_as_the_kernel_reads_them() {
+        let found = |line: &str| -> Vec<(u64, u64)> {
+            pmem_reservations(line)
+                .into_iter()
+                .map(|r| (r.size, r.offset))
+                .collect()
+        };
+        let (m, g) = (1u64 << 20, 1u64 << 30);
+        assert_eq!(found("ro memmap=512M!1G quiet"), [(512 * m, g)]);
+        assert_eq!(
+            found("memmap=0x20000000!0x40000000"),
+            [(512 * m, g)],
+            "hex, as the kernel's memparse reads it"
+        );
+        // Other kinds of reservation in the same argument, and in others, are skipped.
+        assert_eq!(
+            found("memmap=64K$0x1000,1G!4G memmap=exactmap memmap=2G!8G"),
+            [(g, 4 * g), (2 * g, 8 * g)]
+        );
+        assert_eq!(pmem_reservations("memmap=1G!4G")[0].text, "1G!4G");
+        // Init's arguments, malformed entries and other keys are not reservations.
+        assert_eq!(found("ro -- memmap=512M!1G"), []);
+        assert_eq!(found("memmap=512X!1G memmap=!1G memmap xmemmap=1G!1G"), []);
+        assert_eq!(found(""), []);
     }
 }

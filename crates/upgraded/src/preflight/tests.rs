@@ -4,6 +4,7 @@ use dumper::manifest::WorkloadName;
 use dumper::workload::Target;
 
 use super::*;
+use crate::area_device::Contents;
 use crate::kernel::{parse_kernel_config, REQUIREMENTS};
 
 const RUNNING: &str = "6.1.0-47-amd64";
@@ -98,6 +99,8 @@ fn input() -> Input {
         ],
         area_path: "/var/lib/upgraded".into(),
         margin_percent: 20,
+        area_device: None,
+        staged_suspends: Ok(vec![]),
     }
 }
 
@@ -840,6 +843,267 @@ fn an_area_whose_file_system_is_unknown_fails() {
         "{area:?}"
     );
     assert!(area.hint.unwrap().contains("exists and is mounted"));
+}
+
+// --- area device ------------------------------------------------------------------------
+
+fn device(kind: AreaKind, node: &str, dax: bool) -> crate::area_device::Device {
+    crate::area_device::Device {
+        kind,
+        configured: node.into(),
+        node: node.into(),
+        name: node.trim_start_matches("/dev/").into(),
+        devnum: crate::area_device::DevNum {
+            major: 259,
+            minor: 0,
+        },
+        size: Some(512 * MIB),
+        dax,
+        mounted: true,
+        mounted_dax: dax,
+        range: None,
+    }
+}
+
+fn ours() -> Contents {
+    Contents::Ours { uuid: "u".into() }
+}
+
+/// The test bed's pmem area: memmap=512M!1G, /dev/pmem0 with DAX, mounted.
+fn pmem_input(running_cmdline: &str) -> Input {
+    Input {
+        needs: needs(false, AreaKind::Pmem),
+        area_path: "/run/upgraded/area".into(),
+        area_device: Some(AreaDeviceInput {
+            kind: AreaKind::Pmem,
+            device: "/dev/pmem0".into(),
+            memmap: Some(Memmap {
+                size: 512 * MIB,
+                offset: GIB,
+            }),
+            running_cmdline: running_cmdline.into(),
+            found: Ok((device(AreaKind::Pmem, "/dev/pmem0", true), ours())),
+        }),
+        ..input()
+    }
+}
+
+#[test]
+fn a_pmem_area_the_running_kernel_reserves_passes_after_the_area_row() {
+    let report = run(
+        &pmem_input("root=/dev/vda1 ro memmap=512M!1G"),
+        &Fake::default(),
+    );
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names[4..7], ["area", "area device", "area space"]);
+    let dev = row(&report, "area device");
+    assert_eq!(dev.status, Status::Pass, "{dev:?}");
+    assert_eq!(
+        dev.detail,
+        "/dev/pmem0: /dev/pmem0, 512.0 MiB, mounted with DAX; holds the area's file system \
+         (ext4, label upgraded-area); the running kernel reserves it (memmap=512M!1G), and \
+         the new kernel gets the same"
+    );
+    assert_eq!(dev.hint, None);
+    // The same range spelled another way is the same reservation.
+    let report = run(
+        &pmem_input("memmap=0x20000000!0x40000000"),
+        &Fake::default(),
+    );
+    assert_eq!(row(&report, "area device").status, Status::Pass);
+    assert!(report.passed());
+}
+
+#[test]
+fn a_pmem_area_the_running_kernel_does_not_reserve_fails() {
+    let report = run(&pmem_input("root=/dev/vda1 ro quiet"), &Fake::default());
+    let dev = row(&report, "area device").clone();
+    assert_eq!(dev.status, Status::Fail);
+    assert!(
+        dev.detail.contains(
+            "the running kernel was booted with no memmap=<size>!<offset>, not \
+             memmap=512M!1G: that RAM is not reserved now"
+        ),
+        "{dev:?}"
+    );
+    let hint = dev.hint.unwrap();
+    assert!(
+        hint.contains("memmap=512M!1G (GRUB_CMDLINE_LINUX") && hint.contains("area init"),
+        "{hint}"
+    );
+    assert!(!report.passed());
+    assert!(report.failures().contains("- area device: "));
+
+    // Another reservation is named.
+    let report = run(
+        &pmem_input("memmap=1G!4G memmap=64K$0x1000"),
+        &Fake::default(),
+    );
+    let dev = row(&report, "area device");
+    assert_eq!(dev.status, Status::Fail);
+    assert!(
+        dev.detail
+            .contains("booted with memmap=1G!4G, not memmap=512M!1G"),
+        "{dev:?}"
+    );
+}
+
+#[test]
+fn a_pmem_area_without_memmap_needs_no_reservation() {
+    let mut input = pmem_input("ro");
+    input.area_device.as_mut().unwrap().memmap = None;
+    let input_dev = input.area_device.as_mut().unwrap();
+    input_dev.found = Ok((device(AreaKind::Pmem, "/dev/pmem0", false), ours()));
+    let dev = row(&run(&input, &Fake::default()), "area device").clone();
+    assert_eq!(dev.status, Status::Pass);
+    assert!(dev.detail.contains(", no DAX;"), "{dev:?}");
+    assert!(dev.detail.contains("real persistent memory"), "{dev:?}");
+}
+
+#[test]
+fn a_disk_area_must_hold_the_area_file_system() {
+    let disk_input = |found| Input {
+        area_path: "/run/upgraded/area".into(),
+        area_device: Some(AreaDeviceInput {
+            kind: AreaKind::Disk,
+            device: "/dev/disk/by-id/virtio-upgraded-area".into(),
+            memmap: None,
+            running_cmdline: "ro".into(),
+            found,
+        }),
+        ..input()
+    };
+    let mut vdb = device(AreaKind::Disk, "/dev/vdb", false);
+    vdb.configured = "/dev/disk/by-id/virtio-upgraded-area".into();
+
+    let dev = row(
+        &run(&disk_input(Ok((vdb.clone(), ours()))), &Fake::default()),
+        "area device",
+    )
+    .clone();
+    assert_eq!(dev.status, Status::Pass);
+    assert_eq!(
+        dev.detail,
+        "/dev/disk/by-id/virtio-upgraded-area: /dev/vdb, 512.0 MiB; holds the area's file \
+         system (ext4, label upgraded-area)"
+    );
+
+    let dev = row(
+        &run(
+            &disk_input(Ok((vdb.clone(), Contents::Empty))),
+            &Fake::default(),
+        ),
+        "area device",
+    )
+    .clone();
+    assert_eq!(dev.status, Status::Fail);
+    assert!(dev.detail.ends_with("holds no file system"), "{dev:?}");
+    assert!(dev.hint.unwrap().contains("upgradectl area init"));
+
+    let other = Contents::Other {
+        found: "a file system of type xfs labelled \"data\"".into(),
+    };
+    let dev = row(
+        &run(&disk_input(Ok((vdb, other))), &Fake::default()),
+        "area device",
+    )
+    .clone();
+    assert_eq!(dev.status, Status::Fail);
+    assert!(
+        dev.detail.contains("holds a file system of type xfs"),
+        "{dev:?}"
+    );
+    assert!(dev.hint.unwrap().contains("wipefs -a"));
+
+    let missing = "the disk area's device /dev/disk/by-id/virtio-upgraded-area does not exist";
+    let dev = row(
+        &run(&disk_input(Err(missing.into())), &Fake::default()),
+        "area device",
+    )
+    .clone();
+    assert_eq!(dev.status, Status::Fail);
+    assert_eq!(dev.detail, missing);
+}
+
+#[test]
+fn a_directory_area_has_no_device_row() {
+    let report = run(&input(), &Fake::default());
+    assert!(!report.checks.iter().any(|c| c.name == "area device"));
+}
+
+// --- suspends in memory -----------------------------------------------------------------
+
+fn staged(generation: &str, workloads: &[&str]) -> StagedSuspend {
+    StagedSuspend {
+        generation: generation.into(),
+        path: format!("/run/upgraded/sealing/generations/{generation}").into(),
+        workloads: workloads.iter().map(|w| (*w).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn suspends_left_in_memory_fail_naming_them_and_how_to_resume_them() {
+    let mut input = input();
+    input.staged_suspends = Ok(vec![staged("g3", &["web"]), staged("g4", &["notes"])]);
+    let report = run(&input, &Fake::default());
+    let names: Vec<&str> = statuses(&report).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names[5..8],
+        ["area space", "suspends in memory", "workload web"],
+        "after the area's rows"
+    );
+    let staged_row = row(&report, "suspends in memory");
+    assert_eq!(staged_row.status, Status::Fail);
+    assert!(
+        staged_row.detail.starts_with(
+            "generation g3 of web is in /run/upgraded/sealing/generations/g3; generation g4 \
+             of notes is in /run/upgraded/sealing/generations/g4: "
+        ) && staged_row
+            .detail
+            .contains("in memory only: the kexec would lose them"),
+        "{staged_row:?}"
+    );
+    assert_eq!(
+        staged_row.hint.as_deref(),
+        Some("resume first: `upgradectl resume web`, `upgradectl resume notes`; then check again")
+    );
+    assert!(!report.passed());
+    assert!(
+        report
+            .failures()
+            .contains("\n- suspends in memory: generation g3 of web"),
+        "{}",
+        report.failures()
+    );
+}
+
+#[test]
+fn a_staging_area_that_cannot_be_read_warns() {
+    let mut input = input();
+    input.staged_suspends =
+        Err("opening the staging area /run/upgraded/sealing: it is owned by uid 1000".into());
+    let report = run(&input, &Fake::default());
+    let staged_row = row(&report, "suspends in memory");
+    assert_eq!(staged_row.status, Status::Warn);
+    assert!(
+        staged_row.detail.contains("owned by uid 1000")
+            && staged_row.detail.contains("would be lost by the kexec"),
+        "{staged_row:?}"
+    );
+    assert!(
+        staged_row
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("/run/upgraded/sealing/generations")),
+        "{staged_row:?}"
+    );
+    assert!(report.passed());
+}
+
+#[test]
+fn no_suspend_in_memory_has_no_row() {
+    let report = run(&input(), &Fake::default());
+    assert!(!report.checks.iter().any(|c| c.name == "suspends in memory"));
 }
 
 // --- area space -------------------------------------------------------------------------
