@@ -491,7 +491,7 @@ impl Drop for Progress {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -572,14 +572,7 @@ fn images_list_in(
                     "{}  {}  {}",
                     r["kernel"].as_str().unwrap_or(""),
                     human_bytes(r["bytes"].as_u64().unwrap_or(0)),
-                    r["workloads"]
-                        .as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","))
-                        .unwrap_or_default()
+                    joined(&r["workloads"])
                 )
             };
             let note = match r["state"].as_str() {
@@ -605,13 +598,7 @@ fn images_list_in(
                 (Some(w), _, _) => format!(
                     "{}  {}  {}",
                     r["kernel"].as_str().unwrap_or(""),
-                    w.as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","))
-                        .unwrap_or_default(),
+                    joined(w),
                     r["state"].as_str().unwrap_or("")
                 ),
                 (_, Some(_), _) => "(the suspend key is needed to show its workloads)".into(),
@@ -642,17 +629,22 @@ fn images_list_in(
             r["state"].as_str().unwrap_or(""),
             r["kernel"].as_str().unwrap_or(""),
             human_bytes(r["bytes"].as_u64().unwrap_or(0)),
-            r["workloads"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default()
+            joined(&r["workloads"])
         )?;
     }
     Ok(())
+}
+
+/// A JSON list of strings as `a,b,c` (empty for anything else).
+fn joined(list: &serde_json::Value) -> String {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 pub fn images_show(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
