@@ -65,6 +65,12 @@ pub struct Area {
 /// directory on disk on purpose: after a failed dump or commit its images may be the
 /// only copy of workloads that were already stopped. [`Area::cleanup_incomplete`] or
 /// [`abandon`](PendingGeneration::abandon) removes it.
+///
+/// While it lives, its directory is locked (flock), and so is it while any
+/// [`PendingHold`] of it lives: [`Area::cleanup_incomplete`] in another process (a CLI
+/// checkpoint while the daemon's upgrade dumps, a second suspend) leaves a locked
+/// pending generation alone. The kernel drops the lock when the process dies, so what
+/// a crash leaves behind is cleaned up as before.
 #[derive(Debug)]
 #[must_use = "a pending generation is offered for restore only once committed"]
 pub struct PendingGeneration {
@@ -73,6 +79,28 @@ pub struct PendingGeneration {
     final_dir: PathBuf,
     generations: PathBuf,
     root: PathBuf,
+    lock: PendingHold,
+}
+
+/// Keeps a pending generation's directory locked against another process's
+/// [`Area::cleanup_incomplete`], also after the [`PendingGeneration`] was consumed by a
+/// commit that failed, while its images are still needed.
+#[derive(Debug, Clone)]
+pub struct PendingHold(#[allow(dead_code)] std::sync::Arc<nix::fcntl::Flock<fs::File>>);
+
+/// Opens `dir` and takes its exclusive lock without waiting; `None` when another open
+/// file holds it.
+fn lock_dir(dir: &Path) -> Result<Option<nix::fcntl::Flock<fs::File>>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .at("opening", dir)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(io::Error::from(errno)).at("locking", dir),
+    }
 }
 
 /// The manifest of a generation that passed [`Area::verify`]; only
@@ -202,12 +230,16 @@ impl Area {
         if !create_private_dir(&dir).map_err(|e| explain_write(&self.root, e, true))? {
             return Err(Error::PendingExists { path: dir });
         }
+        let Some(locked) = lock_dir(&dir)? else {
+            return Err(Error::PendingExists { path: dir });
+        };
         Ok(PendingGeneration {
             id: id.clone(),
             dir,
             final_dir,
             generations: self.generations.clone(),
             root: self.root.clone(),
+            lock: PendingHold(std::sync::Arc::new(locked)),
         })
     }
 
@@ -486,6 +518,14 @@ impl Area {
             let path = self.generations.join(&name);
             let name = name.to_string_lossy();
             if name.starts_with(PENDING_PREFIX) || name.starts_with(REMOVING_PREFIX) {
+                let is_real_dir = fs::symlink_metadata(&path)
+                    .at("reading metadata of", &path)?
+                    .is_dir();
+                if name.starts_with(PENDING_PREFIX) && is_real_dir && lock_dir(&path)?.is_none() {
+                    // Another process is writing it (or still needs its images).
+                    tracing::info!(path = %path.display(), "a pending generation in use is left alone");
+                    continue;
+                }
                 remove_any(&path)?;
                 removed.push(path);
                 continue;
@@ -510,6 +550,12 @@ impl Area {
 }
 
 impl PendingGeneration {
+    /// Keeps the directory locked for as long as the returned hold lives, beyond this
+    /// value (see [`PendingHold`]).
+    pub fn hold(&self) -> PendingHold {
+        self.lock.clone()
+    }
+
     pub fn id(&self) -> &GenerationId {
         &self.id
     }

@@ -629,6 +629,8 @@ fn checkpoint_into(
     let t_commit = Instant::now();
     progress(Step::Committing);
     let pending_path = pending.path().to_owned();
+    // Until the stopped workload is back from them, the pending images stay locked.
+    let _hold = pending.hold();
     let committed = faults::point("checkpoint::commit").and_then(|()| pending.commit(manifest));
     let manifest = match committed {
         Ok(m) => m,

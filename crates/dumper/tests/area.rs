@@ -421,6 +421,28 @@ fn an_interrupted_dump_is_never_offered_and_is_cleaned_up() {
 }
 
 #[test]
+fn a_pending_generation_in_use_is_not_cleaned_up() {
+    let (_dir, area) = new_area();
+    let gens = area.root().join(GENERATIONS_DIR);
+    // Another writer (here: this process, through another open file) is dumping.
+    let pending = area.begin(&id("busy")).unwrap();
+    write_images(&pending.workload_dir(&wname("tmux:a")).unwrap(), IMAGES_A);
+    assert!(area.cleanup_incomplete().unwrap().is_empty());
+    assert!(gens.join(".tmp-busy").is_dir());
+
+    // A hold keeps it locked after the pending generation itself is gone (a commit
+    // that failed, while the stopped workload is restored from its images).
+    let hold = pending.hold();
+    drop(pending);
+    assert!(area.cleanup_incomplete().unwrap().is_empty());
+    assert!(gens.join(".tmp-busy").is_dir());
+
+    // Nobody holds it any more, as after a crash: it goes.
+    drop(hold);
+    assert_eq!(area.cleanup_incomplete().unwrap(), [gens.join(".tmp-busy")]);
+}
+
+#[test]
 fn abandon_removes_a_pending_generation() {
     let (_dir, area) = new_area();
     let pending = area.begin(&id("g")).unwrap();
