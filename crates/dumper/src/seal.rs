@@ -19,6 +19,15 @@
 //! <workload>/<image>            and its images, in the manifest's order
 //! ```
 //!
+//! With `[suspend] compress = "zstd"` the tar archive is compressed first: the
+//! payload is then one zstd frame holding that same archive. Which of the two a
+//! payload is, is told by its first four bytes (zstd's magic number can not start a
+//! tar archive whose first entry is `manifest.json`), so files sealed without
+//! compression read as before. The budgets below count the archive's bytes after
+//! decompression, so a small frame that inflates past what the manifest lists is
+//! refused like an oversized archive; zstd's decoder keeps its window at 128 MiB
+//! at most, whatever a frame asks for.
+//!
 //! The manifest comes first so that [`peek_manifest`] reads only the chunks it is in.
 //! Only regular files and directories are written, every path is one the manifest
 //! lists, and [`unseal`] refuses anything else by name. Generations with pre-dumps
@@ -60,6 +69,22 @@ pub const SEALED_DIR: &str = "sealed";
 pub const SEALED_EXT: &str = ".age";
 /// What a sealed file being written ends in, after [`SEALED_EXT`].
 const TMP_SUFFIX: &str = ".tmp";
+
+/// The first four bytes of a zstd frame (little-endian 0xFD2FB528).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The zstd level of compressed sealed files: zstd's own default, which packs memory
+/// images well at a speed near the disk's.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// How [`seal`] packs the archive before encrypting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// The tar archive as it is (format 1 as first written).
+    Plain,
+    /// The tar archive in one zstd frame at [`ZSTD_LEVEL`], compressed on every CPU.
+    Zstd,
+}
 
 /// The largest key file read. age-keygen writes about 190 bytes.
 pub const MAX_KEY_FILE_SIZE: u64 = 64 * 1024;
@@ -480,12 +505,15 @@ pub fn remove_sealed(path: &Path) -> Result<()> {
 /// image is read once, and its size and checksum are checked against the manifest on
 /// the way: what is sealed is what was committed. Refused: a generation that is not
 /// committed, or has pre-dumps; an `out_dir` without room for it
-/// ([`Error::NotEnoughRoom`]); an existing `<id>.age`.
+/// ([`Error::NotEnoughRoom`]); an existing `<id>.age`. The room checked for is the
+/// uncompressed size even with [`Packing::Zstd`]: what an image compresses to is only
+/// known once it is written.
 pub fn seal(
     generation_dir: &Path,
     id: &GenerationId,
     recipient: &Recipient,
     out_dir: &Path,
+    packing: Packing,
 ) -> Result<PathBuf> {
     let manifest_path = generation_dir.join(MANIFEST_FILE);
     let manifest_bytes = read_manifest_file(&manifest_path)?;
@@ -520,7 +548,8 @@ pub fn seal(
             needed = needed.saturating_add(image.size.saturating_add(ENTRY_OVERHEAD));
         }
     }
-    // age adds 16 bytes to every 64 KiB chunk.
+    // age adds 16 bytes to every 64 KiB chunk; zstd at most 3 to every 128 KiB block
+    // it cannot compress, and a frame header.
     needed = needed.saturating_add(needed / 4096 + MAX_HEADER_SIZE);
 
     let out = sealed_path(out_dir, id);
@@ -539,7 +568,15 @@ pub fn seal(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).at("reading metadata of", &tmp),
     }
-    if let Err(e) = write_sealed(generation_dir, &manifest_bytes, &manifest, recipient, &tmp) {
+    let written = write_sealed(
+        generation_dir,
+        &manifest_bytes,
+        &manifest,
+        recipient,
+        packing,
+        &tmp,
+    );
+    if let Err(e) = written {
         // Best effort: the error being returned matters more than this one.
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -589,6 +626,7 @@ fn write_sealed(
     manifest_bytes: &[u8],
     manifest: &Manifest,
     recipient: &Recipient,
+    packing: Packing,
     tmp: &Path,
 ) -> Result<()> {
     let file = fs::OpenOptions::new()
@@ -609,6 +647,10 @@ fn write_sealed(
     let writer = encryptor
         .wrap_output(BufWriter::with_capacity(256 * 1024, &file))
         .at("writing", tmp)?;
+    let writer = match packing {
+        Packing::Plain => Packed::Plain(writer),
+        Packing::Zstd => Packed::Zstd(zstd_encoder(writer).at("starting zstd for", tmp)?),
+    };
     let mut archive = tar::Builder::new(writer);
     let mtime = manifest.created_unix;
     let mut head = header(
@@ -673,12 +715,58 @@ fn write_sealed(
         }
     }
     let writer = archive.into_inner().at("writing", tmp)?;
+    let writer = writer.finish().at("writing", tmp)?;
     let buffered = writer.finish().at("writing", tmp)?;
     buffered
         .into_inner()
         .map_err(io::IntoInnerError::into_error)
         .at("writing", tmp)?;
     file.sync_all().at("syncing", tmp)
+}
+
+/// A zstd encoder at [`ZSTD_LEVEL`] with a worker per CPU: compression, not the
+/// disk, is what a suspend would otherwise wait on.
+fn zstd_encoder<W: Write>(inner: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus > 1 {
+        encoder.multithread(u32::try_from(cpus).unwrap_or(u32::MAX))?;
+    }
+    // A checksum of its own is not needed: age authenticates every chunk, and the
+    // images are checked against the manifest when unsealed.
+    encoder.include_checksum(false)?;
+    Ok(encoder)
+}
+
+/// The archive's writer: the age stream, through zstd or not.
+enum Packed<W: Write> {
+    Plain(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Packed<W> {
+    /// Ends the zstd frame, if any, and gives back the age stream.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Packed::Plain(w) => Ok(w),
+            Packed::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Packed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Packed::Plain(w) => w.write(buf),
+            Packed::Zstd(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Packed::Plain(w) => w.flush(),
+            Packed::Zstd(e) => e.flush(),
+        }
+    }
 }
 
 /// A tar header with everything but the path: owned by root, times from the manifest.
@@ -1065,7 +1153,7 @@ fn write_entry(sealed: &Path, entry: &mut impl Read, path: &Path, size: u64) -> 
 }
 
 /// The plaintext of a sealed file: decrypted as it is read, no more than a budget.
-type Plaintext = Budget<age::stream::StreamReader<BufReader<Budget<fs::File>>>>;
+type Plaintext = Budget<Box<dyn Read>>;
 
 /// Opens the sealed file, reads its header and unwraps the file key with `key`;
 /// returns the plaintext reader, which fails once more than `budget` bytes are read
@@ -1093,6 +1181,25 @@ fn open_payload(sealed: &Path, key: &SealKey, budget: u64) -> Result<(Plaintext,
     let stream = decryptor
         .decrypt(std::iter::once(&key.identity as &dyn age::Identity))
         .map_err(|e| decrypt_error(sealed, key, e))?;
+    // The first bytes tell a zstd frame from a tar archive; they are read, then put
+    // back in front of the rest.
+    let mut stream = stream;
+    let mut head = [0u8; ZSTD_MAGIC.len()];
+    let mut got = 0;
+    while got < head.len() {
+        match stream.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(sealed, e)),
+        }
+    }
+    let stream = io::Cursor::new(head[..got].to_vec()).chain(stream);
+    let stream: Box<dyn Read> = if head[..got] == ZSTD_MAGIC {
+        Box::new(zstd_decoder(stream).map_err(|e| read_error(sealed, e))?)
+    } else {
+        Box::new(stream)
+    };
     let left = Rc::new(Cell::new(budget));
     Ok((
         Budget {
@@ -1102,6 +1209,17 @@ fn open_payload(sealed: &Path, key: &SealKey, budget: u64) -> Result<(Plaintext,
         },
         left,
     ))
+}
+
+/// A zstd decoder of the payload that keeps its window at zstd's default limit
+/// (128 MiB), whatever the frame asks for: a sealed file can be forged by anyone with
+/// the public key, and its frame must not decide how much memory we take.
+fn zstd_decoder<R: Read>(
+    inner: R,
+) -> io::Result<zstd::stream::read::Decoder<'static, BufReader<R>>> {
+    let mut decoder = zstd::stream::read::Decoder::new(inner)?;
+    decoder.window_log_max(27)?;
+    Ok(decoder)
 }
 
 fn decrypt_error(sealed: &Path, key: &SealKey, err: age::DecryptError) -> Error {
@@ -1324,6 +1442,10 @@ mod tests {
     }
 
     fn sealed(images: &[(&str, &[u8])]) -> Sealed {
+        sealed_packed(images, Packing::Plain)
+    }
+
+    fn sealed_packed(images: &[(&str, &[u8])], packing: Packing) -> Sealed {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("area");
         let staging = dir.path().join("staging");
@@ -1343,6 +1465,7 @@ mod tests {
             &id("g1"),
             &key.recipient(),
             &out,
+            packing,
         )
         .unwrap();
         Sealed {
@@ -1423,9 +1546,52 @@ mod tests {
             &s.id,
             &s.key.recipient(),
             s.path.parent().unwrap(),
+            Packing::Plain,
         )
         .unwrap_err();
         assert!(matches!(err, Error::GenerationExists { .. }), "{err}");
+    }
+
+    /// The payload of the sealed file `s`, decrypted but not decompressed.
+    fn payload(s: &Sealed) -> Vec<u8> {
+        let file = fs::File::open(&s.path).unwrap();
+        let decryptor = age::Decryptor::new(file).unwrap();
+        let mut reader = decryptor
+            .decrypt(std::iter::once(&s.key.identity as &dyn age::Identity))
+            .unwrap();
+        let mut plain = Vec::new();
+        reader.read_to_end(&mut plain).unwrap();
+        plain
+    }
+
+    #[test]
+    fn a_compressed_sealed_generation_is_smaller_and_unseals_to_one_that_verifies() {
+        // Memory images are mostly zero pages and repeated structures.
+        let pages: Vec<u8> = (0..4u32 << 20)
+            .map(|i| if i % 4096 < 3000 { 0 } else { (i % 251) as u8 })
+            .collect();
+        let images: &[(&str, &[u8])] = &[("core-100.img", b"core of 100"), ("pages-1.img", &pages)];
+        let plain = sealed_packed(images, Packing::Plain);
+        let packed = sealed_packed(images, Packing::Zstd);
+        assert!(payload(&plain).starts_with(MANIFEST_FILE.as_bytes()));
+        assert!(payload(&packed).starts_with(&ZSTD_MAGIC));
+        let (plain_bytes, packed_bytes) = (
+            fs::metadata(&plain.path).unwrap().len(),
+            fs::metadata(&packed.path).unwrap().len(),
+        );
+        assert!(
+            packed_bytes * 4 < plain_bytes,
+            "zstd: {packed_bytes} bytes, plain: {plain_bytes}"
+        );
+
+        let committed = packed.area.load(&packed.id).unwrap();
+        assert_eq!(peek_manifest(&packed.path, &packed.key).unwrap(), committed);
+        assert_eq!(packed.unseal().unwrap(), committed);
+        assert_eq!(packed.staging.verify(&packed.id).unwrap(), committed);
+        assert_eq!(
+            fs::read(packed.dest().join("tmux:w/pages-1.img")).unwrap(),
+            pages
+        );
     }
 
     #[test]
@@ -1464,14 +1630,14 @@ mod tests {
         let recipient = new_key().recipient();
         // Same size, other content: the checksum tells.
         fs::write(gen.join("w/pages-1.img"), b"PAGES").unwrap();
-        let err = seal(&gen, &id("g"), &recipient, &out).unwrap_err();
+        let err = seal(&gen, &id("g"), &recipient, &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::ImageChecksumMismatch { .. }), "{err}");
         fs::write(gen.join("w/pages-1.img"), b"pages, longer").unwrap();
-        let err = seal(&gen, &id("g"), &recipient, &out).unwrap_err();
+        let err = seal(&gen, &id("g"), &recipient, &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::ImageSizeMismatch { .. }), "{err}");
         assert!(names_in(&out).is_empty(), "{:?}", names_in(&out));
         // Another generation's directory.
-        let err = seal(&gen, &id("other"), &recipient, &out).unwrap_err();
+        let err = seal(&gen, &id("other"), &recipient, &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::GenerationMismatch { .. }), "{err}");
     }
 
@@ -1500,6 +1666,7 @@ mod tests {
             &id("g"),
             &new_key().recipient(),
             &out,
+            Packing::Plain,
         )
         .unwrap_err();
         assert!(matches!(err, Error::SealUnsupported { .. }), "{err}");
@@ -1663,21 +1830,73 @@ mod tests {
 
     // --- hostile archives (which anyone with the public key can make) --------------
 
-    /// Encrypts the archive `build` writes to `key` as the sealed file of `s`.
-    fn forge(s: &Sealed, build: impl FnOnce(&mut tar::Builder<Vec<u8>>, &[u8])) -> Vec<u8> {
+    /// The archive `build` writes, handed the manifest of `s`.
+    fn archive_of(s: &Sealed, build: impl FnOnce(&mut tar::Builder<Vec<u8>>, &[u8])) -> Vec<u8> {
         let manifest = fs::read(s.area.generation_path(&s.id).join(MANIFEST_FILE)).unwrap();
         let mut archive = tar::Builder::new(Vec::new());
         build(&mut archive, &manifest);
-        let plain = archive.into_inner().unwrap();
+        archive.into_inner().unwrap()
+    }
+
+    /// `plain` encrypted to the key of `s`, as a sealed file's payload.
+    fn encrypt_to(s: &Sealed, plain: &[u8]) -> Vec<u8> {
         let recipient = s.key.recipient();
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
                 .unwrap();
         let mut out = Vec::new();
         let mut writer = encryptor.wrap_output(&mut out).unwrap();
-        writer.write_all(&plain).unwrap();
+        writer.write_all(plain).unwrap();
         writer.finish().unwrap();
         out
+    }
+
+    /// Encrypts the archive `build` writes to `key` as the sealed file of `s`.
+    fn forge(s: &Sealed, build: impl FnOnce(&mut tar::Builder<Vec<u8>>, &[u8])) -> Vec<u8> {
+        encrypt_to(s, &archive_of(s, build))
+    }
+
+    /// [`forge`], with the archive in a zstd frame as [`Packing::Zstd`] seals it.
+    fn forge_zstd(s: &Sealed, build: impl FnOnce(&mut tar::Builder<Vec<u8>>, &[u8])) -> Vec<u8> {
+        encrypt_to(s, &zstd::encode_all(&archive_of(s, build)[..], 19).unwrap())
+    }
+
+    #[test]
+    fn a_compressed_archive_that_inflates_past_its_manifest_is_refused() {
+        let s = sealed_packed(SMALL, Packing::Zstd);
+        // The baseline: a forged compressed archive laid out as sealed unseals.
+        let bytes = forge_zstd(&s, |a, m| {
+            entry(a, MANIFEST_FILE, m);
+            rest(a);
+        });
+        fs::write(&s.path, bytes).unwrap();
+        s.unseal().unwrap();
+        fs::remove_dir_all(s.dest()).unwrap();
+
+        // 256 MiB of long name in a few hundred bytes of zstd: tar would read it all
+        // into memory; the budget stops it.
+        let bomb = vec![b'a'; 256 << 20];
+        let bytes = forge_zstd(&s, |a, m| {
+            entry(a, MANIFEST_FILE, m);
+            entry(a, "tmux:w/", b"");
+            raw_entry(a, b"././@LongLink", tar::EntryType::GNULongName, &bomb);
+            entry(a, "tmux:w/pages-1.img", b"pages");
+        });
+        assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+        let err = s.refused(&bytes);
+        let text = err.to_string();
+        assert!(text.contains("more data than its manifest lists"), "{text}");
+        assert!(text.contains(&s.path.display().to_string()), "{text}");
+
+        // A broken frame, authenticated by age (anyone with the public key can make
+        // one): refused, naming the file.
+        let mut plain = ZSTD_MAGIC.to_vec();
+        plain.extend_from_slice(&[0xff; 64]);
+        let err = s.refused(&encrypt_to(&s, &plain));
+        assert!(
+            err.to_string().contains(&s.path.display().to_string()),
+            "{err}"
+        );
     }
 
     /// Appends an entry whose path is `raw`, set byte by byte (the tar crate refuses
@@ -2043,6 +2262,7 @@ mod tests {
             &id(FIXTURE_ID),
             &key.recipient(),
             &out,
+            Packing::Plain,
         )
         .unwrap();
         fs::copy(&key_path, out.join("suspend.key")).unwrap();

@@ -42,7 +42,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         Some(area) => area,
         None => return Ok(()),
     };
-    let store = StateStore::new(area.root());
+    let store = StateStore::for_area(area.root());
     let state = store.load()?;
     let recovery = state.recover();
     if !matches!(recovery, Recovery::BootSide | Recovery::FinishRollback) {

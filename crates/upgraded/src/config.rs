@@ -58,6 +58,7 @@
 //!
 //! [suspend]
 //! encrypt = false                   # seal suspend images (docs/suspend-encryption.md)
+//! compress = "none"                 # or "zstd": compress sealed images (needs encrypt)
 //! key_file = "/etc/upgraded/suspend.key"   # absolute
 //!
 //! [[workload]]
@@ -82,8 +83,8 @@ pub mod command;
 pub use error::{ConfigError, Invalid, Location, Position};
 pub use settings::{
     AreaKind, AreaLocation, AreaSettings, BootSettings, HealthSettings, KernelSettings, KnownGood,
-    Memmap, PreDumps, RetentionSettings, Selector, Settings, SuspendSettings, Workload,
-    WorkloadKind, DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE,
+    Memmap, PreDumps, RetentionSettings, Selector, Settings, SuspendCompression, SuspendSettings,
+    Workload, WorkloadKind, DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE,
     DEFAULT_TMUX_SOCKET,
 };
 

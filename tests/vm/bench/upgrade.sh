@@ -140,6 +140,9 @@ EOF2
         fail "the upgrade was not blessed: $(status_field state)"
     fi
     upgradectl status --json > "$state/report.json"
+    # Where the restore stage goes, step by step (monotonic seconds since boot).
+    echo "restore timeline:"
+    journalctl -b -o short-monotonic -u upgraded-restore.service | grep -v '^-- ' | cut -c1-160
     gen=$(status_field current_generation)
     echo "image_bytes=$(du -sb --apparent-size "/var/lib/upgraded/generations/$gen" | cut -f1)" >> "$state/env"
     # The bare kexec boot of the same kernel: no workloads, the same path to the

@@ -1,7 +1,7 @@
 //! Errors of the configuration loader. Each one names the file, and the line and column
 //! where one is known, says what is wrong and gives a hint on what to change.
 
-use super::settings::{AreaKind, WorkloadKind};
+use super::settings::{AreaKind, SuspendCompression, WorkloadKind};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -243,6 +243,8 @@ pub enum Invalid {
     },
     #[error("area.{key} does not apply to an area of kind = \"{kind}\"")]
     AreaKeyNotForKind { key: &'static str, kind: AreaKind },
+    #[error("suspend.compress = \"{value}\" needs suspend.encrypt = true")]
+    CompressWithoutEncrypt { value: SuspendCompression },
     #[error("an area of kind = \"{kind}\" needs area.{key}")]
     AreaKeyMissing { key: &'static str, kind: AreaKind },
     #[error("{} has no `{key}`", workload_label(.workload.as_deref()))]
@@ -303,6 +305,10 @@ impl Invalid {
                 }
                 hint
             }
+            Invalid::CompressWithoutEncrypt { .. } => "only sealed suspend images are \
+                compressed: set encrypt = true in [suspend] (docs/suspend-encryption.md), or \
+                remove compress"
+                .to_string(),
             Invalid::AreaKeyNotForKind { key, kind } => format!(
                 "{}; remove `{key}`, or change area.kind",
                 area_keys_sentence(*kind)

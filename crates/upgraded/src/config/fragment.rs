@@ -6,7 +6,7 @@
 //! Integers are read as `i64` (TOML's integer type) and range-checked in `merge`, which
 //! gives "timeout_secs = 5 is out of range 10..=3600" instead of serde's "expected u32".
 
-use super::settings::{AreaKind, WorkloadKind};
+use super::settings::{AreaKind, SuspendCompression, WorkloadKind};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -115,5 +115,6 @@ pub(crate) struct RetentionFragment {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SuspendFragment {
     pub encrypt: Option<Spanned<bool>>,
+    pub compress: Option<Spanned<SuspendCompression>>,
     pub key_file: Option<Spanned<String>>,
 }

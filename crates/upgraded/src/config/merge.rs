@@ -6,8 +6,9 @@ use super::error::{ConfigError, Invalid, Location, PositionIndex};
 use super::fragment::{Fragment, PreDumpValue, WorkloadFragment};
 use super::settings::{
     AreaKind, AreaLocation, AreaSettings, BootSettings, HealthSettings, KernelSettings, KnownGood,
-    PreDumps, RetentionSettings, Selector, Settings, SuspendSettings, Workload, WorkloadKind,
-    DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE, DEFAULT_TMUX_SOCKET,
+    PreDumps, RetentionSettings, Selector, Settings, SuspendCompression, SuspendSettings, Workload,
+    WorkloadKind, DEFAULT_AREA_PATH, DEFAULT_SCRIPTS_DIR, DEFAULT_SUSPEND_KEY_FILE,
+    DEFAULT_TMUX_SOCKET,
 };
 use super::validate::{self, Rejection};
 use std::collections::HashMap;
@@ -149,6 +150,7 @@ pub(crate) struct Merged {
     max_attempts: Option<Located<i64>>,
     keep: Option<Located<i64>>,
     suspend_encrypt: Option<Located<bool>>,
+    suspend_compress: Option<Located<SuspendCompression>>,
     suspend_key_file: Option<Located<String>>,
     workloads: Vec<WorkloadEntry>,
     /// The index in `workloads` of each name, so that a file with many workloads is not
@@ -228,6 +230,10 @@ impl Merged {
                 source.locate_opt(suspend.encrypt),
             );
             set(
+                &mut self.suspend_compress,
+                source.locate_opt(suspend.compress),
+            );
+            set(
                 &mut self.suspend_key_file,
                 source.locate_opt(suspend.key_file),
             );
@@ -287,8 +293,20 @@ impl Merged {
                 RetentionSettings::default().keep,
             )?,
         };
+        let encrypt = self.suspend_encrypt.as_ref().is_some_and(|v| v.value);
+        let compress = match &self.suspend_compress {
+            Some(c) if c.value != SuspendCompression::None && !encrypt => {
+                return Err(ConfigError::invalid(
+                    c.at.clone(),
+                    Invalid::CompressWithoutEncrypt { value: c.value },
+                ))
+            }
+            Some(c) => c.value,
+            None => SuspendCompression::None,
+        };
         let suspend = SuspendSettings {
-            encrypt: self.suspend_encrypt.as_ref().is_some_and(|v| v.value),
+            encrypt,
+            compress,
             key_file: match &self.suspend_key_file {
                 Some(file) => checked(file, "suspend.key_file", |v| {
                     validate::file(v, DEFAULT_SUSPEND_KEY_FILE)

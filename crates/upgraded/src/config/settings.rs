@@ -385,11 +385,38 @@ impl Default for RetentionSettings {
     }
 }
 
+/// Values of `suspend.compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuspendCompression {
+    None,
+    Zstd,
+}
+
+impl SuspendCompression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspendCompression::None => "none",
+            SuspendCompression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for SuspendCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `[suspend]`: how `upgradectl suspend` keeps its images (docs/suspend-encryption.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SuspendSettings {
     /// Seal suspend images with `key_file` (age, X25519) before they reach the area.
     pub encrypt: bool,
+    /// Compress sealed suspend images (zstd) before they are encrypted. Only sealed
+    /// images are compressed, so it needs `encrypt`; upgrades never compress (their
+    /// images are in the blackout, and a pmem area is memory already).
+    pub compress: SuspendCompression,
     /// The age identity that seals and unseals them; absolute. Read whenever sealed
     /// images are resumed or listed, even with `encrypt` off.
     pub key_file: PathBuf,
@@ -399,6 +426,7 @@ impl Default for SuspendSettings {
     fn default() -> Self {
         SuspendSettings {
             encrypt: false,
+            compress: SuspendCompression::None,
             key_file: PathBuf::from(DEFAULT_SUSPEND_KEY_FILE),
         }
     }

@@ -245,6 +245,7 @@ keep = 7
 
 [suspend]
 encrypt = true
+compress = "zstd"
 key_file = "/root/keys/upgraded-suspend.key"
 
 [[workload]]
@@ -319,6 +320,7 @@ machine = "debian-test"
         retention: RetentionSettings { keep: 7 },
         suspend: SuspendSettings {
             encrypt: true,
+            compress: SuspendCompression::Zstd,
             key_file: PathBuf::from("/root/keys/upgraded-suspend.key"),
         },
         workloads: vec![
@@ -626,7 +628,11 @@ fn unknown_keys_are_refused_with_the_valid_keys_of_their_table() {
         ),
         ("[boot]\nattempts = 3\n", 2, "max_attempts"),
         ("[retention]\nkeep = 1\nmax = 2\n", 3, "keep"),
-        ("[suspend]\nencrypted = true\n", 2, "encrypt, key_file"),
+        (
+            "[suspend]\nencrypted = true\n",
+            2,
+            "encrypt, compress, key_file",
+        ),
         (
             "[[workload]]\nname = \"a\"\nkind = \"tmux\"\ntcp = true\n",
             4,
@@ -968,6 +974,7 @@ fn suspend_keys_merge_one_by_one_and_are_checked_at_their_line() {
         settings.suspend,
         SuspendSettings {
             encrypt: true,
+            compress: SuspendCompression::None,
             key_file: PathBuf::from("/srv/keys/suspend.key"),
         }
     );
@@ -999,6 +1006,44 @@ fn suspend_keys_merge_one_by_one_and_are_checked_at_their_line() {
     let (location, message, _) = parse_failure("[suspend]\nencrypt = \"yes\"\n");
     assert_eq!(location.position.map(|p| p.line), Some(2));
     assert!(message.contains("bool"), "{message}");
+}
+
+#[test]
+fn compression_is_for_sealed_suspend_images_only() {
+    let settings = ok("[suspend]\nencrypt = true\ncompress = \"zstd\"\n");
+    assert_eq!(settings.suspend.compress, SuspendCompression::Zstd);
+    assert_eq!(ok("").suspend.compress, SuspendCompression::None);
+    assert_eq!(
+        ok("[suspend]\ncompress = \"none\"\n").suspend.compress,
+        SuspendCompression::None
+    );
+    // Without encryption there is nothing that would compress: refused at its line,
+    // saying what to do, also when the drop-in turned encryption off.
+    let (location, problem) = invalid("[suspend]\ncompress = \"zstd\"\n");
+    assert_eq!(location.position.map(|p| p.line), Some(2));
+    let text = problem.to_string();
+    assert!(
+        text.contains("suspend.compress = \"zstd\" needs suspend.encrypt = true"),
+        "{text}"
+    );
+    assert!(
+        problem.hint().contains("set encrypt = true"),
+        "{}",
+        problem.hint()
+    );
+    let err = load_two(
+        "[suspend]\nencrypt = true\ncompress = \"zstd\"\n",
+        "[suspend]\nencrypt = false\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with(&format!("{MAIN}:3:")), "{err}");
+    // Another algorithm is a parse error naming the values there are.
+    let (location, message, _) = parse_failure("[suspend]\ncompress = \"xz\"\n");
+    assert_eq!(location.position.map(|p| p.line), Some(2));
+    assert!(
+        message.contains("none") && message.contains("zstd"),
+        "{message}"
+    );
 }
 
 #[test]

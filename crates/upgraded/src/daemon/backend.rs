@@ -26,7 +26,7 @@ pub struct DaemonBackend(pub Arc<Daemon>);
 
 fn load_state(settings: &Settings) -> Result<(UpgradeState, PathBuf), ApiError> {
     let area = local::open_area(settings).map_err(|e| ApiError::failed(&e))?;
-    let store = StateStore::new(area.root());
+    let store = StateStore::for_area(area.root());
     let state = store
         .load()
         .map_err(|e| ApiError::Failed(format!("reading the upgrade state: {e}")))?;

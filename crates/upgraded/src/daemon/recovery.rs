@@ -77,7 +77,7 @@ pub fn recover(daemon: &Daemon) {
             return;
         }
     };
-    let store = StateStore::new(area.root());
+    let store = StateStore::for_area(area.root());
     let state = match store.load() {
         Ok(s) => s,
         Err(e) => {

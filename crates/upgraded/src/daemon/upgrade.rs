@@ -41,7 +41,7 @@ pub(crate) fn run(
     plan: Plan,
 ) -> anyhow::Result<String> {
     let area = crate::local::open_area(settings)?;
-    let store = StateStore::new(area.root());
+    let store = StateStore::for_area(area.root());
     let state = store.load()?;
     if !(state.phase() == crate::state::Phase::Idle || state.phase().is_terminal()) {
         return Err(anyhow!(

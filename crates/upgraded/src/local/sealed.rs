@@ -35,7 +35,7 @@ use dumper::workload;
 use serde_json::json;
 
 use super::{human_bytes, open_area, parse_workload_arg, print_restored, Progress};
-use crate::config::Settings;
+use crate::config::{Settings, SuspendCompression};
 
 /// Where a sealed suspend stages its plaintext images: an area root on /run, a tmpfs.
 pub const SEALING_DIR: &str = "/run/upgraded/sealing";
@@ -251,11 +251,15 @@ pub(super) fn suspend(
     })?;
     let gen = report.manifest.generation.clone();
     progress.say("sealing the images");
+    let packing = match settings.suspend.compress {
+        SuspendCompression::None => seal::Packing::Plain,
+        SuspendCompression::Zstd => seal::Packing::Zstd,
+    };
     let sealed = seal_or_resume(
         &area,
         &stage,
         &gen,
-        &key,
+        &Sealing { key: &key, packing },
         &sealed_dir,
         name,
         &mut criu_restore(&criu, name, &progress),
@@ -291,6 +295,12 @@ fn tidy_staging(_held: &SuspendLock, stage: &Area, sealed_dir: &Path) -> Result<
     Ok(())
 }
 
+/// What a suspend seals with: the key, and whether the archive is compressed first.
+struct Sealing<'a> {
+    key: &'a SealKey,
+    packing: seal::Packing,
+}
+
 /// Seals the committed staging generation `gen` into `sealed_dir` and removes the
 /// staging copy. If sealing fails, the workload (stopped by the dump) is restored at
 /// once from the staging copy with `restore`, and the error says so.
@@ -298,19 +308,27 @@ fn seal_or_resume(
     area: &Area,
     stage: &Area,
     gen: &GenerationId,
-    key: &SealKey,
+    sealing: &Sealing<'_>,
     sealed_dir: &Path,
     name: &str,
     restore: &mut RestoreFn<'_>,
 ) -> Result<PathBuf> {
-    let recipient = key.recipient();
+    let recipient = sealing.key.recipient();
     seal_or_resume_with(
         area,
         stage,
         gen,
         sealed_dir,
         name,
-        &mut || seal::seal(&stage.generation_path(gen), gen, &recipient, sealed_dir),
+        &mut || {
+            seal::seal(
+                &stage.generation_path(gen),
+                gen,
+                &recipient,
+                sealed_dir,
+                sealing.packing,
+            )
+        },
         restore,
     )
 }
@@ -905,6 +923,7 @@ mod tests {
                 suspend: SuspendSettings {
                     encrypt: true,
                     key_file: dir.path().join("suspend.key"),
+                    ..Default::default()
                 },
                 ..Default::default()
             };
@@ -947,6 +966,7 @@ mod tests {
                 &id(gen),
                 &self.key().recipient(),
                 &self.sealed_dir(),
+                seal::Packing::Plain,
             )
             .unwrap();
             fs::remove_dir_all(scratch).unwrap();
@@ -1050,7 +1070,10 @@ mod tests {
             &bed.area(),
             &stage,
             &id("g1"),
-            &bed.key(),
+            &Sealing {
+                key: &bed.key(),
+                packing: seal::Packing::Zstd,
+            },
             &bed.sealed_dir(),
             "w",
             &mut fake_restore(&calls, false),
@@ -1075,7 +1098,10 @@ mod tests {
             &bed.area(),
             &stage,
             &id("g1"),
-            &bed.key(),
+            &Sealing {
+                key: &bed.key(),
+                packing: seal::Packing::Plain,
+            },
             &bed.sealed_dir(),
             "w",
             &mut fake_restore(&calls, false),
@@ -1103,7 +1129,10 @@ mod tests {
             &bed.area(),
             &stage,
             &id("g2"),
-            &bed.key(),
+            &Sealing {
+                key: &bed.key(),
+                packing: seal::Packing::Plain,
+            },
             &bed.sealed_dir(),
             "w",
             &mut fake_restore(&calls, true),
@@ -1672,6 +1701,7 @@ mod tests {
         let configured = SuspendSettings {
             encrypt: false,
             key_file: path.clone(),
+            ..Default::default()
         };
         let mut out = Vec::new();
         super::super::suspend_key_generate(path, Some(&configured), false, &mut out).unwrap();

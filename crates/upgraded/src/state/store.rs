@@ -332,6 +332,8 @@ impl UpgradeState {
 pub struct StateStore {
     dir: PathBuf,
     path: PathBuf,
+    /// A second directory that gets a copy of the boot note (see [`StateStore::for_area`]).
+    note_copy: Option<PathBuf>,
 }
 
 impl StateStore {
@@ -340,7 +342,32 @@ impl StateStore {
     pub fn new(dir: impl Into<PathBuf>) -> StateStore {
         let dir = dir.into();
         let path = dir.join(STATE_FILE);
-        StateStore { dir, path }
+        StateStore {
+            dir,
+            path,
+            note_copy: None,
+        }
+    }
+
+    /// The store in the area's root `area_root`. When that is not [`DEFAULT_STATE_DIR`]
+    /// (a disk or pmem area, mounted late by upgraded itself, or another `area.path`),
+    /// the boot note is also written to [`DEFAULT_STATE_DIR`] on the root file system:
+    /// `upgraded-reserve-pids.service` reads it there early in a cold boot, before
+    /// anything has mounted the area, so the workloads' PIDs are reserved on every kind
+    /// of area.
+    pub fn for_area(area_root: &Path) -> StateStore {
+        let store = StateStore::new(area_root);
+        if area_root == Path::new(DEFAULT_STATE_DIR) {
+            store
+        } else {
+            store.with_boot_note_copy(DEFAULT_STATE_DIR)
+        }
+    }
+
+    /// Also writes (and removes) the boot note in `dir`.
+    pub fn with_boot_note_copy(mut self, dir: impl Into<PathBuf>) -> StateStore {
+        self.note_copy = Some(dir.into());
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -454,27 +481,38 @@ impl StateStore {
             note.push_str(&format!(" upgraded.pid_floor={floor}"));
         }
         note.push('\n');
-        self.create_dir()?;
-        let path = self.dir.join(BOOT_NOTE_FILE);
-        let tmp = self.dir.join(format!(".{BOOT_NOTE_FILE}.tmp"));
-        dumper::write_atomic(&path, &tmp, note.as_bytes()).map_err(|e| StoreError::Io {
-            action: "writing the boot note",
-            path,
-            source: io::Error::other(e.to_string()),
-        })
+        for dir in std::iter::once(&self.dir).chain(&self.note_copy) {
+            create_private_dir(dir)?;
+            let path = dir.join(BOOT_NOTE_FILE);
+            let tmp = dir.join(format!(".{BOOT_NOTE_FILE}.tmp"));
+            dumper::write_atomic(&path, &tmp, note.as_bytes()).map_err(|e| StoreError::Io {
+                action: "writing the boot note",
+                path,
+                source: io::Error::other(e.to_string()),
+            })?;
+        }
+        Ok(())
     }
 
     /// Removes the boot note; a missing one is fine.
     pub fn remove_boot_note(&self) -> Result<(), StoreError> {
-        let path = self.dir.join(BOOT_NOTE_FILE);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io {
-                action: "removing the boot note",
-                path,
-                source: e,
-            }),
-            _ => Ok(()),
+        // Both, even if the first fails: a note left behind only makes a later cold
+        // boot reserve PIDs for nothing, but each one removed is one less.
+        let mut result = Ok(());
+        for dir in std::iter::once(&self.dir).chain(&self.note_copy) {
+            let path = dir.join(BOOT_NOTE_FILE);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound && result.is_ok() => {
+                    result = Err(StoreError::Io {
+                        action: "removing the boot note",
+                        path,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
+        result
     }
 
     /// Loads the state, counts a boot ([`UpgradeState::count_boot_attempt`]) and saves
@@ -495,23 +533,26 @@ impl StateStore {
     /// is (an administrator's choice). The mode is set again after creation because
     /// the umask may have taken bits away.
     fn create_dir(&self) -> Result<(), StoreError> {
-        let dir = self.dir.as_path();
-        match fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => return Ok(()),
-            Ok(_) => {
-                return Err(StoreError::NotADirectory {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).at("reading metadata of", dir),
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .at("creating directory", dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-            .at("setting the mode of", dir)
+        create_private_dir(&self.dir)
     }
+}
+
+/// Creates `dir` (0700) and its parents if it is missing; an existing one is fine.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(StoreError::NotADirectory {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).at("reading metadata of", dir),
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .at("creating directory", dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).at("setting the mode of", dir)
 }

@@ -1,6 +1,7 @@
 //! The state machine's logic: the whole transition table, the guards, the timestamps,
 //! crash recovery in every phase, boot counting and the report's arithmetic.
 
+use super::store::BOOT_NOTE_FILE;
 use super::*;
 
 const FROM: &str = "6.1.0-40-amd64";
@@ -715,4 +716,36 @@ fn an_inconsistent_state_is_never_written() {
     let err = store.save(&s).unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert!(!store.path().exists());
+}
+
+#[test]
+fn the_boot_note_is_copied_where_a_cold_boot_reads_it_and_removed_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let area = dir.path().join("area");
+    let root_fs = dir.path().join("var/lib/upgraded");
+    let store = StateStore::new(&area).with_boot_note_copy(&root_fs);
+    let gen = dumper::manifest::GenerationId::new("g1").unwrap();
+    store.write_boot_note(&gen, Some(31000)).unwrap();
+    for d in [&area, &root_fs] {
+        let note = std::fs::read_to_string(d.join(BOOT_NOTE_FILE)).unwrap();
+        assert_eq!(note, "upgraded.generation=g1 upgraded.pid_floor=31000\n");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+    }
+    // An upgrade that ends removes both notes.
+    let mut events = path_to(Phase::Blessed);
+    let last = events.pop().unwrap();
+    store
+        .save(&drive(UpgradeState::default(), 1, events))
+        .unwrap();
+    store.apply_at(last, at(100, 0)).unwrap();
+    assert!(!area.join(BOOT_NOTE_FILE).exists());
+    assert!(!root_fs.join(BOOT_NOTE_FILE).exists());
+
+    // The default directory area needs no copy.
+    let default = StateStore::for_area(std::path::Path::new(DEFAULT_STATE_DIR));
+    assert_eq!(format!("{default:?}").matches("note_copy: None").count(), 1);
+    let other = StateStore::for_area(std::path::Path::new("/run/upgraded/area"));
+    assert!(format!("{other:?}").contains(DEFAULT_STATE_DIR));
 }
