@@ -481,6 +481,13 @@ pub enum Error {
     },
 
     #[error(
+        "sealed images {} are encrypted, and no suspend key was given to read them; set \
+         key_file in [suspend] to the key they were sealed with",
+        path.display()
+    )]
+    SealedNeedsKey { path: PathBuf },
+
+    #[error(
         "sealed images {} are damaged, truncated or were tampered with ({problem}); \
          nothing was restored from them and the file is kept as it is: discard it \
          (upgradectl images rm) once it is of no use",

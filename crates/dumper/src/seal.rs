@@ -1,9 +1,11 @@
-//! Sealed generations: a committed generation encrypted at rest as one file, for
-//! suspend images on the area (docs/suspend-encryption.md).
+//! Sealed generations: a committed generation packed into one file, encrypted at rest
+//! or compressed or both, for suspend images on the area (docs/suspend-encryption.md).
 //!
 //! ```text
-//! <area>/sealed/<id>.age        a sealed generation
-//! <area>/sealed/<id>.age.tmp    one being written; [`cleanup_sealed`] removes it
+//! <area>/sealed/<id>.age        a sealed generation, encrypted
+//! <area>/sealed/<id>.tar.zst    one compressed only (`[suspend] compress = "zstd"`
+//!                               with encrypt off)
+//! <area>/sealed/<id>.*.tmp      one being written; [`cleanup_sealed`] removes it
 //! ```
 //!
 //! A sealed file is an age v1 file encrypted to one X25519 recipient: a short header
@@ -27,6 +29,12 @@
 //! decompression, so a small frame that inflates past what the manifest lists is
 //! refused like an oversized archive; zstd's decoder keeps its window at 128 MiB
 //! at most, whatever a frame asks for.
+//!
+//! A file that is compressed only, `<id>.tar.zst`, is that same zstd frame with no age
+//! around it, and with zstd's own checksum of the content: nothing authenticates it,
+//! which is why it is root's alone like every image, and why what it holds is checked
+//! exactly as an encrypted one (the manifest's own checksum, the layout, the budgets,
+//! every image against the manifest before CRIU sees it).
 //!
 //! The manifest comes first so that [`peek_manifest`] reads only the chunks it is in.
 //! Only regular files and directories are written, every path is one the manifest
@@ -65,9 +73,11 @@ pub use age::x25519::Recipient;
 
 /// The directory under the area's root that holds sealed generations.
 pub const SEALED_DIR: &str = "sealed";
-/// What a sealed generation's file name ends in, after the generation id.
+/// What an encrypted sealed generation's file name ends in, after the generation id.
 pub const SEALED_EXT: &str = ".age";
-/// What a sealed file being written ends in, after [`SEALED_EXT`].
+/// What a sealed generation that is compressed only ends in, after the generation id.
+pub const PACKED_EXT: &str = ".tar.zst";
+/// What a sealed file being written ends in, after [`SEALED_EXT`] or [`PACKED_EXT`].
 const TMP_SUFFIX: &str = ".tmp";
 
 /// The first four bytes of a zstd frame (little-endian 0xFD2FB528).
@@ -77,7 +87,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// images well at a speed near the disk's.
 pub const ZSTD_LEVEL: i32 = 3;
 
-/// How [`seal`] packs the archive before encrypting it.
+/// How [`seal`] packs the archive (before encrypting it, if it does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {
     /// The tar archive as it is (format 1 as first written).
@@ -357,17 +367,47 @@ pub struct SealedFile {
     pub path: PathBuf,
     /// The size of the file.
     pub bytes: u64,
+    /// `<id>.age`, which needs the key to be read; else `<id>.tar.zst`.
+    pub encrypted: bool,
 }
 
-/// The path of generation `id` sealed in `dir`: `<dir>/<id>.age`.
-pub fn sealed_path(dir: &Path, id: &GenerationId) -> PathBuf {
-    dir.join(format!("{id}{SEALED_EXT}"))
+/// The path of generation `id` sealed in `dir`: `<dir>/<id>.age` if `encrypted`, else
+/// `<dir>/<id>.tar.zst`.
+pub fn sealed_path(dir: &Path, id: &GenerationId, encrypted: bool) -> PathBuf {
+    let ext = if encrypted { SEALED_EXT } else { PACKED_EXT };
+    dir.join(format!("{id}{ext}"))
 }
 
-/// The generation id of a sealed file's name `<id>.age`, if it is one.
-pub fn sealed_id(path: &Path) -> Option<GenerationId> {
+/// The sealed files of generation `id` in `dir` that exist (as anything: a caller
+/// that finds one that is not a regular file refuses it by name), encrypted first.
+/// At most one in practice: [`seal`] refuses to write the second.
+pub fn find_sealed(dir: &Path, id: &GenerationId) -> Vec<PathBuf> {
+    [true, false]
+        .into_iter()
+        .map(|encrypted| sealed_path(dir, id, encrypted))
+        .filter(|path| fs::symlink_metadata(path).is_ok())
+        .collect()
+}
+
+/// The generation id of a sealed file's name, `<id>.age` or `<id>.tar.zst`, if it is
+/// one, and whether it is the encrypted kind.
+pub fn sealed_id(path: &Path) -> Option<(GenerationId, bool)> {
     let name = path.file_name()?.to_str()?;
-    GenerationId::new(name.strip_suffix(SEALED_EXT)?).ok()
+    if let Some(id) = name.strip_suffix(SEALED_EXT) {
+        return GenerationId::new(id).ok().map(|id| (id, true));
+    }
+    GenerationId::new(name.strip_suffix(PACKED_EXT)?)
+        .ok()
+        .map(|id| (id, false))
+}
+
+/// Whether the file name is one of a sealed file being written (`*.age.tmp`,
+/// `*.tar.zst.tmp`).
+fn is_tmp_name(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        n.strip_suffix(TMP_SUFFIX)
+            .is_some_and(|n| n.ends_with(SEALED_EXT) || n.ends_with(PACKED_EXT))
+    })
 }
 
 /// The directory of sealed generations of the area at `area_root`, `<root>/sealed`:
@@ -413,22 +453,21 @@ pub fn sealed_dir(area_root: &Path, create: bool) -> Result<Option<PathBuf>> {
 }
 
 /// The sealed generations in `dir`, sorted by id (so oldest first). Files being
-/// written (`*.age.tmp`) are left out; any other entry that is not a regular file
-/// named `<generation id>.age` is skipped with a warning.
+/// written (`*.tmp`) are left out; any other entry that is not a regular file named
+/// `<generation id>.age` or `<generation id>.tar.zst` is skipped with a warning.
 pub fn list_sealed(dir: &Path) -> Result<Vec<SealedFile>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).at("listing", dir)? {
         let entry = entry.at("listing", dir)?;
         let path = entry.path();
-        let name = entry.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| n.ends_with(&format!("{SEALED_EXT}{TMP_SUFFIX}")))
-        {
+        if is_tmp_name(&entry.file_name()) {
             continue;
         }
-        let Some(id) = sealed_id(&path) else {
-            tracing::warn!(?path, "skipping an entry that is not <generation id>.age");
+        let Some((id, encrypted)) = sealed_id(&path) else {
+            tracing::warn!(
+                ?path,
+                "skipping an entry that is not <generation id>.age or .tar.zst"
+            );
             continue;
         };
         let meta = fs::symlink_metadata(&path).at("reading metadata of", &path)?;
@@ -443,23 +482,20 @@ pub fn list_sealed(dir: &Path) -> Result<Vec<SealedFile>> {
             id,
             path,
             bytes: meta.len(),
+            encrypted,
         });
     }
     found.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(found)
 }
 
-/// Removes the sealed files an interrupted [`seal`] left in `dir` (`*.age.tmp`).
-/// Returns the removed paths.
+/// Removes the sealed files an interrupted [`seal`] left in `dir` (`*.age.tmp`,
+/// `*.tar.zst.tmp`). Returns the removed paths.
 pub fn cleanup_sealed(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir).at("listing", dir)? {
         let entry = entry.at("listing", dir)?;
-        let is_tmp = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(&format!("{SEALED_EXT}{TMP_SUFFIX}")));
-        if is_tmp {
+        if is_tmp_name(&entry.file_name()) {
             remove_any(&entry.path())?;
             removed.push(entry.path());
         }
@@ -496,22 +532,25 @@ pub fn remove_sealed(path: &Path) -> Result<()> {
 }
 
 /// Seals the committed generation in `generation_dir` (a generation directory of an
-/// area, named `id`) into `out_dir/<id>.age` and returns that path.
+/// area, named `id`) into `out_dir/<id>.age`, encrypted to `recipient`, or without
+/// one into `out_dir/<id>.tar.zst`, which must then be compressed
+/// ([`Packing::Zstd`]). Returns the path written.
 ///
-/// The archive is streamed through age's encryptor into `<id>.age.tmp` (0600), which
-/// is synced and renamed into place, and `out_dir` synced: the file is complete or
-/// absent, even across a crash. On an error it leaves no `<id>.age` of its own (one
-/// that cannot be removed then is logged, and left for the caller to remove). Every
-/// image is read once, and its size and checksum are checked against the manifest on
-/// the way: what is sealed is what was committed. Refused: a generation that is not
-/// committed, or has pre-dumps; an `out_dir` without room for it
-/// ([`Error::NotEnoughRoom`]); an existing `<id>.age`. The room checked for is the
-/// uncompressed size even with [`Packing::Zstd`]: what an image compresses to is only
-/// known once it is written.
+/// The archive is streamed (through age's encryptor when encrypted) into `<name>.tmp`
+/// (0600), which is synced and renamed into place, and `out_dir` synced: the file is
+/// complete or absent, even across a crash. On an error it leaves no file of its own
+/// (one that cannot be removed then is logged, and left for the caller to remove).
+/// Every image is read once, and its size and checksum are checked against the
+/// manifest on the way: what is sealed is what was committed. Refused: a generation
+/// that is not committed, or has pre-dumps; an `out_dir` without room for it
+/// ([`Error::NotEnoughRoom`]); a sealed file of `id` of either kind already there;
+/// neither encryption nor compression (the generation directory is that already).
+/// The room checked for is the uncompressed size even with [`Packing::Zstd`]: what an
+/// image compresses to is only known once it is written.
 pub fn seal(
     generation_dir: &Path,
     id: &GenerationId,
-    recipient: &Recipient,
+    recipient: Option<&Recipient>,
     out_dir: &Path,
     packing: Packing,
 ) -> Result<PathBuf> {
@@ -534,6 +573,13 @@ pub fn seal(
             manifest.state
         )));
     }
+    if recipient.is_none() && packing == Packing::Plain {
+        return Err(unsupported(
+            "neither encrypted nor compressed, a sealed file would only copy the \
+             generation directory"
+                .into(),
+        ));
+    }
     let mut needed = manifest_bytes.len() as u64 + ENTRY_OVERHEAD + ARCHIVE_END;
     for w in &manifest.workloads {
         if !w.links.is_empty() || w.images.iter().any(|i| i.name.as_str().contains('/')) {
@@ -552,9 +598,10 @@ pub fn seal(
     // it cannot compress, and a frame header.
     needed = needed.saturating_add(needed / 4096 + MAX_HEADER_SIZE);
 
-    let out = sealed_path(out_dir, id);
-    if fs::symlink_metadata(&out).is_ok() {
-        return Err(Error::GenerationExists { path: out });
+    let out = sealed_path(out_dir, id, recipient.is_some());
+    // Either kind: two sealed files of one suspend would be resumed twice.
+    if let Some(path) = find_sealed(out_dir, id).into_iter().next() {
+        return Err(Error::GenerationExists { path });
     }
     check_room(
         out_dir,
@@ -562,7 +609,9 @@ pub fn seal(
         &format!("sealing generation {id}"),
         "free space there, or move the area (area.path) to a larger file system",
     )?;
-    let tmp = out_dir.join(format!("{id}{SEALED_EXT}{TMP_SUFFIX}"));
+    let mut tmp = out.clone().into_os_string();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
     match fs::symlink_metadata(&tmp) {
         Ok(_) => remove_any(&tmp)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -625,7 +674,7 @@ fn write_sealed(
     dir: &Path,
     manifest_bytes: &[u8],
     manifest: &Manifest,
-    recipient: &Recipient,
+    recipient: Option<&Recipient>,
     packing: Packing,
     tmp: &Path,
 ) -> Result<()> {
@@ -638,18 +687,24 @@ fn write_sealed(
         .at("creating", tmp)?;
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
         .at("setting the mode of", tmp)?;
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-            .map_err(|e| Error::SealUnsupported {
-                path: dir.into(),
-                reason: format!("age refused the key: {e}"),
-            })?;
-    let writer = encryptor
-        .wrap_output(BufWriter::with_capacity(256 * 1024, &file))
-        .at("writing", tmp)?;
+    let buffered = BufWriter::with_capacity(256 * 1024, &file);
+    let writer = match recipient {
+        Some(recipient) => {
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+                    .map_err(|e| Error::SealUnsupported {
+                        path: dir.into(),
+                        reason: format!("age refused the key: {e}"),
+                    })?;
+            Outer::Age(encryptor.wrap_output(buffered).at("writing", tmp)?)
+        }
+        None => Outer::Bare(buffered),
+    };
+    // Without age, nothing else would tell a damaged frame: zstd's checksum does.
+    let checksum = recipient.is_none();
     let writer = match packing {
         Packing::Plain => Packed::Plain(writer),
-        Packing::Zstd => Packed::Zstd(zstd_encoder(writer).at("starting zstd for", tmp)?),
+        Packing::Zstd => Packed::Zstd(zstd_encoder(writer, checksum).at("starting zstd for", tmp)?),
     };
     let mut archive = tar::Builder::new(writer);
     let mtime = manifest.created_unix;
@@ -725,20 +780,54 @@ fn write_sealed(
 }
 
 /// A zstd encoder at [`ZSTD_LEVEL`] with a worker per CPU: compression, not the
-/// disk, is what a suspend would otherwise wait on.
-fn zstd_encoder<W: Write>(inner: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+/// disk, is what a suspend would otherwise wait on. `checksum`: zstd's own checksum
+/// of the content, for a file that age does not authenticate (the images are checked
+/// against the manifest when unsealed either way).
+fn zstd_encoder<W: Write>(
+    inner: W,
+    checksum: bool,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut encoder = zstd::stream::write::Encoder::new(inner, ZSTD_LEVEL)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus > 1 {
         encoder.multithread(u32::try_from(cpus).unwrap_or(u32::MAX))?;
     }
-    // A checksum of its own is not needed: age authenticates every chunk, and the
-    // images are checked against the manifest when unsealed.
-    encoder.include_checksum(false)?;
+    encoder.include_checksum(checksum)?;
     Ok(encoder)
 }
 
-/// The archive's writer: the age stream, through zstd or not.
+/// The file's writer: the age stream, or the file itself.
+enum Outer<W: Write> {
+    Age(age::stream::StreamWriter<W>),
+    Bare(W),
+}
+
+impl<W: Write> Outer<W> {
+    /// Ends the age stream, if any, and gives back the file's writer.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Outer::Age(w) => w.finish(),
+            Outer::Bare(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Outer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Outer::Age(w) => w.write(buf),
+            Outer::Bare(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Outer::Age(w) => w.flush(),
+            Outer::Bare(w) => w.flush(),
+        }
+    }
+}
+
+/// The archive's writer: the file's writer ([`Outer`]), through zstd or not.
 enum Packed<W: Write> {
     Plain(W),
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -818,12 +907,13 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Reads the manifest of the sealed file at `sealed`, decrypting only the chunks it
-/// is in: for listing and for finding a workload's images without unpacking them.
-/// The manifest is checked as on disk (magic, version, checksum, values) and must
-/// name the generation of the file name. The rest of the file is not checked: only
-/// [`unseal`] tells a file that is damaged further on.
-pub fn peek_manifest(sealed: &Path, key: &SealKey) -> Result<Manifest> {
+/// Reads the manifest of the sealed file at `sealed`, decrypting (with `key`, which an
+/// encrypted file needs) and decompressing only the part it is in: for listing and
+/// for finding a workload's images without unpacking them. The manifest is checked
+/// as on disk (magic, version, checksum, values) and must name the generation of the
+/// file name. The rest of the file is not checked: only [`unseal`] tells a file that
+/// is damaged further on.
+pub fn peek_manifest(sealed: &Path, key: Option<&SealKey>) -> Result<Manifest> {
     let id = id_of(sealed)?;
     let (plain, _) = open_payload(sealed, key, MAX_MANIFEST_SIZE + ENTRY_OVERHEAD)?;
     let mut archive = tar::Archive::new(plain);
@@ -831,13 +921,14 @@ pub fn peek_manifest(sealed: &Path, key: &SealKey) -> Result<Manifest> {
     first_manifest(sealed, &id, &mut entries).map(|(manifest, _)| manifest)
 }
 
-/// Decrypts the sealed file at `sealed` and unpacks its generation into the new
-/// directory `dest` (0700), which must not exist; its parent must. Returns the
-/// manifest.
+/// Decrypts (with `key`, which an encrypted file needs) and decompresses the sealed
+/// file at `sealed` and unpacks its generation into the new directory `dest` (0700),
+/// which must not exist; its parent must. Returns the manifest.
 ///
 /// The generation is unpacked into `<parent>/.tmp-<name of dest>` and renamed to
-/// `dest` once the whole file was read and authenticated (age's last chunk is only
-/// known good at the end): on any error that directory is removed, and nothing is
+/// `dest` once the whole file was read and authenticated (age's last chunk, and
+/// zstd's checksum, are only known good at the end): on any error that directory is
+/// removed, and nothing is
 /// left behind. Refused, naming the entry: anything but regular files and
 /// directories (links, devices, fifos...), a path that is absolute, has `.` or `..`
 /// components or is not in the manifest's layout, an entry twice, a file of another
@@ -847,7 +938,7 @@ pub fn peek_manifest(sealed: &Path, key: &SealKey) -> Result<Manifest> {
 /// (and the archive's own overhead) is read. Files are made 0600 and directories
 /// 0700 whatever the archive says. The files are not synced: the copy is meant for
 /// a restore right away, from memory (/run).
-pub fn unseal(sealed: &Path, key: &SealKey, dest: &Path) -> Result<Manifest> {
+pub fn unseal(sealed: &Path, key: Option<&SealKey>, dest: &Path) -> Result<Manifest> {
     let id = id_of(sealed)?;
     if fs::symlink_metadata(dest).is_ok() {
         return Err(Error::GenerationExists { path: dest.into() });
@@ -872,12 +963,17 @@ pub fn unseal(sealed: &Path, key: &SealKey, dest: &Path) -> Result<Manifest> {
     result
 }
 
-/// The generation id of the sealed file's name, which must be `<id>.age`.
+/// The generation id of the sealed file's name, which must be `<id>.age` or
+/// `<id>.tar.zst`.
 fn id_of(sealed: &Path) -> Result<GenerationId> {
-    sealed_id(sealed).ok_or_else(|| Error::UnexpectedEntry {
-        path: sealed.into(),
-        reason: "a sealed generation's name is <generation id>.age".into(),
-    })
+    sealed_id(sealed)
+        .map(|(id, _)| id)
+        .ok_or_else(|| Error::UnexpectedEntry {
+            path: sealed.into(),
+            reason: "a sealed generation's name is <generation id>.age or \
+                     <generation id>.tar.zst"
+                .into(),
+        })
 }
 
 /// The files and directories of a generation, as paths in the archive.
@@ -929,7 +1025,7 @@ impl Layout {
 }
 
 /// Unpacks the sealed file into the directory `dir` (new, empty).
-fn unpack(sealed: &Path, id: &GenerationId, key: &SealKey, dir: &Path) -> Result<Manifest> {
+fn unpack(sealed: &Path, id: &GenerationId, key: Option<&SealKey>, dir: &Path) -> Result<Manifest> {
     let (plain, budget) = open_payload(sealed, key, MAX_MANIFEST_SIZE + ENTRY_OVERHEAD)?;
     let mut archive = tar::Archive::new(plain);
     let mut entries = archive.entries().map_err(|e| read_error(sealed, e))?;
@@ -1011,8 +1107,8 @@ fn unpack(sealed: &Path, id: &GenerationId, key: &SealKey, dir: &Path) -> Result
             problem: format!("image {missing}, which its manifest lists, is not in it"),
         });
     }
-    // Only the end of the stream authenticates its last chunk, and tells a file cut
-    // short: read up to there.
+    // Only the end of the stream authenticates its last chunk (and has zstd's
+    // checksum), and tells a file cut short: read up to there.
     let mut rest = archive.into_inner();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -1152,13 +1248,20 @@ fn write_entry(sealed: &Path, entry: &mut impl Read, path: &Path, size: u64) -> 
     Ok(())
 }
 
-/// The plaintext of a sealed file: decrypted as it is read, no more than a budget.
+/// The plaintext of a sealed file: decrypted and decompressed as it is read, no more
+/// than a budget.
 type Plaintext = Budget<Box<dyn Read>>;
 
-/// Opens the sealed file, reads its header and unwraps the file key with `key`;
-/// returns the plaintext reader, which fails once more than `budget` bytes are read
-/// from it, and the budget, which the caller may change as it learns more.
-fn open_payload(sealed: &Path, key: &SealKey, budget: u64) -> Result<(Plaintext, Rc<Cell<u64>>)> {
+/// Opens the sealed file; if it is encrypted (`<id>.age`), reads its header and
+/// unwraps the file key with `key`. Returns the plaintext reader, which fails once
+/// more than `budget` bytes are read from it, and the budget, which the caller may
+/// change as it learns more.
+fn open_payload(
+    sealed: &Path,
+    key: Option<&SealKey>,
+    budget: u64,
+) -> Result<(Plaintext, Rc<Cell<u64>>)> {
+    let encrypted = sealed_id(sealed).is_some_and(|(_, encrypted)| encrypted);
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
@@ -1169,33 +1272,34 @@ fn open_payload(sealed: &Path, key: &SealKey, budget: u64) -> Result<(Plaintext,
             path: sealed.into(),
         });
     }
-    let header_left = Rc::new(Cell::new(MAX_HEADER_SIZE));
-    let reader = BufReader::new(Budget {
-        inner: file,
-        left: header_left.clone(),
-        what: "an age header larger than 16 KiB",
-    });
-    let decryptor =
-        age::Decryptor::new_buffered(reader).map_err(|e| decrypt_error(sealed, key, e))?;
-    header_left.set(u64::MAX);
-    let stream = decryptor
-        .decrypt(std::iter::once(&key.identity as &dyn age::Identity))
-        .map_err(|e| decrypt_error(sealed, key, e))?;
+    let stream: Box<dyn Read> = if encrypted {
+        let Some(key) = key else {
+            return Err(Error::SealedNeedsKey {
+                path: sealed.into(),
+            });
+        };
+        decrypted(sealed, file, key)?
+    } else {
+        Box::new(file)
+    };
     // The first bytes tell a zstd frame from a tar archive; they are read, then put
     // back in front of the rest.
     let mut stream = stream;
-    let mut head = [0u8; ZSTD_MAGIC.len()];
-    let mut got = 0;
-    while got < head.len() {
-        match stream.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(sealed, e)),
-        }
+    let mut head = Vec::with_capacity(ZSTD_MAGIC.len());
+    (&mut stream)
+        .take(ZSTD_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| read_error(sealed, e))?;
+    let zstd = head == ZSTD_MAGIC;
+    if !encrypted && !zstd {
+        // Only ever written compressed: anything else is not ours.
+        return Err(Error::SealedDamaged {
+            path: sealed.into(),
+            problem: "it does not start with a zstd frame".into(),
+        });
     }
-    let stream = io::Cursor::new(head[..got].to_vec()).chain(stream);
-    let stream: Box<dyn Read> = if head[..got] == ZSTD_MAGIC {
+    let stream = io::Cursor::new(head).chain(stream);
+    let stream: Box<dyn Read> = if zstd {
         Box::new(zstd_decoder(stream).map_err(|e| read_error(sealed, e))?)
     } else {
         Box::new(stream)
@@ -1211,9 +1315,27 @@ fn open_payload(sealed: &Path, key: &SealKey, budget: u64) -> Result<(Plaintext,
     ))
 }
 
+/// The decrypted stream of the age file `file` (at `sealed`), read with `key`.
+fn decrypted(sealed: &Path, file: fs::File, key: &SealKey) -> Result<Box<dyn Read>> {
+    let header_left = Rc::new(Cell::new(MAX_HEADER_SIZE));
+    let reader = BufReader::new(Budget {
+        inner: file,
+        left: header_left.clone(),
+        what: "an age header larger than 16 KiB",
+    });
+    let decryptor =
+        age::Decryptor::new_buffered(reader).map_err(|e| decrypt_error(sealed, key, e))?;
+    header_left.set(u64::MAX);
+    let stream = decryptor
+        .decrypt(std::iter::once(&key.identity as &dyn age::Identity))
+        .map_err(|e| decrypt_error(sealed, key, e))?;
+    Ok(Box::new(stream))
+}
+
 /// A zstd decoder of the payload that keeps its window at zstd's default limit
 /// (128 MiB), whatever the frame asks for: a sealed file can be forged by anyone with
-/// the public key, and its frame must not decide how much memory we take.
+/// the public key (a compressed-only one by whoever can write the area), and its
+/// frame must not decide how much memory we take.
 fn zstd_decoder<R: Read>(
     inner: R,
 ) -> io::Result<zstd::stream::read::Decoder<'static, BufReader<R>>> {
@@ -1233,7 +1355,7 @@ fn decrypt_error(sealed: &Path, key: &SealKey, err: age::DecryptError) -> Error 
             path: sealed.into(),
             key: key.path.clone(),
             id: sealed_id(sealed)
-                .map(|id| id.to_string())
+                .map(|(id, _)| id.to_string())
                 .unwrap_or_else(|| "<id>".into()),
         },
         D::Io(e) => read_error(sealed, e),
@@ -1437,6 +1559,8 @@ mod tests {
         id: GenerationId,
         path: PathBuf,
         key: SealKey,
+        /// Sealed with `key`; else compressed only.
+        encrypted: bool,
         /// Where unsealed copies go: an area's root.
         staging: Area,
     }
@@ -1446,6 +1570,10 @@ mod tests {
     }
 
     fn sealed_packed(images: &[(&str, &[u8])], packing: Packing) -> Sealed {
+        sealed_with(images, packing, true)
+    }
+
+    fn sealed_with(images: &[(&str, &[u8])], packing: Packing, encrypted: bool) -> Sealed {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("area");
         let staging = dir.path().join("staging");
@@ -1463,7 +1591,7 @@ mod tests {
         let path = seal(
             &area.generation_path(&id("g1")),
             &id("g1"),
-            &key.recipient(),
+            encrypted.then(|| key.recipient()).as_ref(),
             &out,
             packing,
         )
@@ -1474,17 +1602,23 @@ mod tests {
             id: id("g1"),
             path,
             key,
+            encrypted,
             staging: Area::open(&staging).unwrap(),
         }
     }
 
     impl Sealed {
+        /// The key the file needs.
+        fn key(&self) -> Option<&SealKey> {
+            self.encrypted.then_some(&self.key)
+        }
+
         fn dest(&self) -> PathBuf {
             self.staging.generation_path(&self.id)
         }
 
         fn unseal(&self) -> Result<Manifest> {
-            unseal(&self.path, &self.key, &self.dest())
+            unseal(&self.path, self.key(), &self.dest())
         }
 
         /// Unsealing `bytes` as the sealed file is refused, and leaves nothing.
@@ -1519,11 +1653,12 @@ mod tests {
                 id: s.id.clone(),
                 path: s.path.clone(),
                 bytes: fs::metadata(&s.path).unwrap().len(),
+                encrypted: true,
             }]
         );
 
         let committed = s.area.load(&s.id).unwrap();
-        assert_eq!(peek_manifest(&s.path, &s.key).unwrap(), committed);
+        assert_eq!(peek_manifest(&s.path, Some(&s.key)).unwrap(), committed);
         assert_eq!(s.unseal().unwrap(), committed);
         assert_eq!(s.staging.verify(&s.id).unwrap(), committed);
         let dest = s.dest();
@@ -1544,7 +1679,7 @@ mod tests {
         let err = seal(
             &s.area.generation_path(&s.id),
             &s.id,
-            &s.key.recipient(),
+            Some(&s.key.recipient()),
             s.path.parent().unwrap(),
             Packing::Plain,
         )
@@ -1585,13 +1720,122 @@ mod tests {
         );
 
         let committed = packed.area.load(&packed.id).unwrap();
-        assert_eq!(peek_manifest(&packed.path, &packed.key).unwrap(), committed);
+        assert_eq!(
+            peek_manifest(&packed.path, Some(&packed.key)).unwrap(),
+            committed
+        );
         assert_eq!(packed.unseal().unwrap(), committed);
         assert_eq!(packed.staging.verify(&packed.id).unwrap(), committed);
         assert_eq!(
             fs::read(packed.dest().join("tmux:w/pages-1.img")).unwrap(),
             pages
         );
+    }
+
+    #[test]
+    fn a_compressed_only_generation_unseals_without_a_key_and_refuses_damage() {
+        let pages: Vec<u8> = (0..1u32 << 20)
+            .map(|i| if i % 4096 < 3000 { 0 } else { (i % 251) as u8 })
+            .collect();
+        let images: &[(&str, &[u8])] = &[("core-100.img", b"core of 100"), ("pages-1.img", &pages)];
+        let s = sealed_with(images, Packing::Zstd, false);
+        assert_eq!(s.path, s.area.root().join("sealed/g1.tar.zst"));
+        assert_eq!(mode(&s.path), 0o600);
+        let bytes = fs::read(&s.path).unwrap();
+        assert!(bytes.starts_with(&ZSTD_MAGIC));
+        assert!(bytes.len() * 4 < pages.len(), "{} bytes", bytes.len());
+        let listed = list_sealed(s.path.parent().unwrap()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!listed[0].encrypted);
+        assert_eq!(listed[0].id, s.id);
+        assert_eq!(
+            find_sealed(s.path.parent().unwrap(), &s.id),
+            vec![s.path.clone()]
+        );
+
+        let committed = s.area.load(&s.id).unwrap();
+        assert_eq!(peek_manifest(&s.path, None).unwrap(), committed);
+        // A key given for a file that needs none changes nothing.
+        assert_eq!(peek_manifest(&s.path, Some(&s.key)).unwrap(), committed);
+        assert_eq!(s.unseal().unwrap(), committed);
+        assert_eq!(s.staging.verify(&s.id).unwrap(), committed);
+        assert_eq!(
+            fs::read(s.dest().join("tmux:w/pages-1.img")).unwrap(),
+            pages
+        );
+        fs::remove_dir_all(s.dest()).unwrap();
+
+        // The generation is sealed once, whichever the kind.
+        let err = seal(
+            &s.area.generation_path(&s.id),
+            &s.id,
+            Some(&s.key.recipient()),
+            s.path.parent().unwrap(),
+            Packing::Zstd,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::GenerationExists { path } if *path == s.path),
+            "{err}"
+        );
+        // Neither encrypted nor compressed: refused, nothing written.
+        let err = seal(
+            &s.area.generation_path(&s.id),
+            &s.id,
+            None,
+            &s.area.root().join("other"),
+            Packing::Plain,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::SealUnsupported { .. }), "{err}");
+
+        // A flipped bit in zstd's checksum (the last 4 bytes) or in the middle, a
+        // truncated file, a tar archive without zstd: each refused, nothing left.
+        let flip = |at: usize| {
+            let mut b = bytes.clone();
+            b[at] ^= 0x10;
+            b
+        };
+        for (what, damaged) in [
+            ("checksum flipped", flip(bytes.len() - 2)),
+            ("middle flipped", flip(bytes.len() / 2)),
+            ("truncated", bytes[..bytes.len() / 2].to_vec()),
+            ("cut at the end", bytes[..bytes.len() - 3].to_vec()),
+        ] {
+            let err = s.refused(&damaged);
+            assert!(
+                matches!(
+                    err,
+                    Error::SealedDamaged { .. } | Error::SealedEntryRefused { .. }
+                ),
+                "{what}: {err:?}"
+            );
+        }
+        let mut tar = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut tar);
+            let m = fs::read(s.area.generation_path(&s.id).join(MANIFEST_FILE)).unwrap();
+            let mut head = header(tar::EntryType::Regular, FILE_MODE, m.len() as u64, 0);
+            b.append_data(&mut head, MANIFEST_FILE, &m[..]).unwrap();
+            b.finish().unwrap();
+        }
+        let err = s.refused(&tar);
+        assert!(
+            err.to_string().contains("does not start with a zstd frame"),
+            "{err}"
+        );
+        fs::write(&s.path, &bytes).unwrap();
+        s.unseal().unwrap();
+    }
+
+    #[test]
+    fn an_encrypted_file_read_without_a_key_says_so() {
+        let s = sealed(SMALL);
+        let err = peek_manifest(&s.path, None).unwrap_err();
+        assert!(matches!(err, Error::SealedNeedsKey { .. }), "{err}");
+        let err = unseal(&s.path, None, &s.dest()).unwrap_err();
+        assert!(matches!(err, Error::SealedNeedsKey { .. }), "{err}");
+        assert!(names_in(&s.staging.root().join("generations")).is_empty());
     }
 
     #[test]
@@ -1630,14 +1874,14 @@ mod tests {
         let recipient = new_key().recipient();
         // Same size, other content: the checksum tells.
         fs::write(gen.join("w/pages-1.img"), b"PAGES").unwrap();
-        let err = seal(&gen, &id("g"), &recipient, &out, Packing::Plain).unwrap_err();
+        let err = seal(&gen, &id("g"), Some(&recipient), &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::ImageChecksumMismatch { .. }), "{err}");
         fs::write(gen.join("w/pages-1.img"), b"pages, longer").unwrap();
-        let err = seal(&gen, &id("g"), &recipient, &out, Packing::Plain).unwrap_err();
+        let err = seal(&gen, &id("g"), Some(&recipient), &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::ImageSizeMismatch { .. }), "{err}");
         assert!(names_in(&out).is_empty(), "{:?}", names_in(&out));
         // Another generation's directory.
-        let err = seal(&gen, &id("other"), &recipient, &out, Packing::Plain).unwrap_err();
+        let err = seal(&gen, &id("other"), Some(&recipient), &out, Packing::Plain).unwrap_err();
         assert!(matches!(err, Error::GenerationMismatch { .. }), "{err}");
     }
 
@@ -1664,7 +1908,7 @@ mod tests {
         let err = seal(
             &area.generation_path(&id("g")),
             &id("g"),
-            &new_key().recipient(),
+            Some(&new_key().recipient()),
             &out,
             Packing::Plain,
         )
@@ -1695,7 +1939,7 @@ mod tests {
         // The end of the file cut off, or damaged: the manifest is still read...
         let mut cut = whole[..whole.len() / 2].to_vec();
         fs::write(&s.path, &cut).unwrap();
-        assert_eq!(peek_manifest(&s.path, &s.key).unwrap(), committed);
+        assert_eq!(peek_manifest(&s.path, Some(&s.key)).unwrap(), committed);
         // ...but the file does not unseal.
         let err = s.refused(&cut);
         assert!(matches!(err, Error::SealedDamaged { .. }), "{err}");
@@ -1704,7 +1948,7 @@ mod tests {
         let last = cut.len() - 20;
         cut[last] ^= 0x01;
         fs::write(&s.path, &cut).unwrap();
-        assert_eq!(peek_manifest(&s.path, &s.key).unwrap(), committed);
+        assert_eq!(peek_manifest(&s.path, Some(&s.key)).unwrap(), committed);
         let err = s.refused(&cut);
         assert!(matches!(err, Error::SealedDamaged { .. }), "{err}");
 
@@ -1718,8 +1962,8 @@ mod tests {
         let s = sealed(SMALL);
         let other = new_key();
         for err in [
-            peek_manifest(&s.path, &other).unwrap_err(),
-            unseal(&s.path, &other, &s.dest()).unwrap_err(),
+            peek_manifest(&s.path, Some(&other)).unwrap_err(),
+            unseal(&s.path, Some(&other), &s.dest()).unwrap_err(),
         ] {
             assert!(matches!(err, Error::SealedWrongKey { .. }), "{err}");
             let text = err.to_string();
@@ -1819,7 +2063,7 @@ mod tests {
         ] {
             let err = s.refused(&bytes);
             assert!(matches!(err, Error::SealedDamaged { .. }), "{what}: {err}");
-            let err = peek_manifest(&s.path, &s.key).unwrap_err();
+            let err = peek_manifest(&s.path, Some(&s.key)).unwrap_err();
             assert!(matches!(err, Error::SealedDamaged { .. }), "{what}: {err}");
             assert!(
                 err.to_string().contains(&s.path.display().to_string()),
@@ -2143,7 +2387,7 @@ mod tests {
         )
         .unwrap();
         fs::rename(&s.path, &renamed).unwrap();
-        let err = peek_manifest(&renamed, &s.key).unwrap_err();
+        let err = peek_manifest(&renamed, Some(&s.key)).unwrap_err();
         assert!(
             matches!(err, Error::SealedDamaged { .. }) && err.to_string().contains("renamed"),
             "{err}"
@@ -2197,7 +2441,7 @@ mod tests {
             return;
         }
         let result = Area::open(root)
-            .and_then(|small| unseal(&s.path, &s.key, &small.generation_path(&s.id)));
+            .and_then(|small| unseal(&s.path, Some(&s.key), &small.generation_path(&s.id)));
         let left = names_in(&root.join("generations"));
         let _ = std::process::Command::new("umount")
             .arg("-l")
@@ -2223,7 +2467,7 @@ mod tests {
         let key = SealKey::parse(FIXTURE_KEY, Path::new("suspend.key")).unwrap();
         assert!(FIXTURE_KEY.contains(&format!("# public key: {}", key.public_key())));
 
-        let peeked = peek_manifest(&path, &key).unwrap();
+        let peeked = peek_manifest(&path, Some(&key)).unwrap();
         assert_eq!(peeked.generation.as_str(), FIXTURE_ID);
         assert_eq!(peeked.state, GenerationState::Committed);
         let names: Vec<&str> = peeked.workloads.iter().map(|w| w.name.as_str()).collect();
@@ -2234,7 +2478,7 @@ mod tests {
         let staging = Area::open(&root).unwrap();
         let gen = id(FIXTURE_ID);
         assert_eq!(
-            unseal(&path, &key, &staging.generation_path(&gen)).unwrap(),
+            unseal(&path, Some(&key), &staging.generation_path(&gen)).unwrap(),
             peeked
         );
         assert_eq!(staging.verify(&gen).unwrap(), peeked);
@@ -2256,11 +2500,11 @@ mod tests {
         commit(&area, FIXTURE_ID, &[("tmux:work", FIXTURE_IMAGES)]);
         let key_path = dir.path().join("suspend.key");
         let key = SealKey::generate(&key_path).unwrap();
-        let _ = fs::remove_file(sealed_path(&out, &id(FIXTURE_ID)));
+        let _ = fs::remove_file(sealed_path(&out, &id(FIXTURE_ID), true));
         let sealed = seal(
             &area.generation_path(&id(FIXTURE_ID)),
             &id(FIXTURE_ID),
-            &key.recipient(),
+            Some(&key.recipient()),
             &out,
             Packing::Plain,
         )
@@ -2437,25 +2681,43 @@ mod tests {
             ".g.age",
             "g2.age.tmp",
             "g3",
+            "g4.tar.zst",
+            "g5.tar.zst.tmp",
+            "g6.zst",
         ] {
             fs::write(sealed.join(name), b"x").unwrap();
         }
         fs::create_dir(sealed.join("d.age")).unwrap();
         symlink(sealed.join("g1.age"), sealed.join("l.age")).unwrap();
-        let listed: Vec<String> = list_sealed(&sealed)
+        let listed: Vec<(String, bool)> = list_sealed(&sealed)
             .unwrap()
             .into_iter()
-            .map(|f| f.id.to_string())
+            .map(|f| (f.id.to_string(), f.encrypted))
             .collect();
-        assert_eq!(listed, ["g0", "g1"]);
         assert_eq!(
-            cleanup_sealed(&sealed).unwrap(),
-            [sealed.join("g2.age.tmp")]
+            listed,
+            [
+                ("g0".into(), true),
+                ("g1".into(), true),
+                ("g4".into(), false)
+            ]
+        );
+        let mut cleaned = cleanup_sealed(&sealed).unwrap();
+        cleaned.sort();
+        assert_eq!(
+            cleaned,
+            [sealed.join("g2.age.tmp"), sealed.join("g5.tar.zst.tmp")]
         );
         assert!(!sealed.join("g2.age.tmp").exists());
-        assert_eq!(sealed_id(Path::new("/x/a.b.age")), Some(id("a.b")));
+        assert_eq!(sealed_id(Path::new("/x/a.b.age")), Some((id("a.b"), true)));
+        assert_eq!(
+            sealed_id(Path::new("/x/a.b.tar.zst")),
+            Some((id("a.b"), false))
+        );
         assert_eq!(sealed_id(Path::new("/x/.a.age")), None);
         assert_eq!(sealed_id(Path::new("/x/a.age.tmp")), None);
+        assert_eq!(sealed_id(Path::new("/x/a.tar.zst.tmp")), None);
+        assert_eq!(sealed_id(Path::new("/x/a.zst")), None);
 
         // Others may not write it; reading is tightened away.
         fs::set_permissions(&sealed, fs::Permissions::from_mode(0o755)).unwrap();

@@ -58,7 +58,7 @@
 //!
 //! [suspend]
 //! encrypt = false                   # seal suspend images (docs/suspend-encryption.md)
-//! compress = "none"                 # or "zstd": compress sealed images (needs encrypt)
+//! compress = "none"                 # or "zstd": suspend images into one compressed file
 //! key_file = "/etc/upgraded/suspend.key"   # absolute
 //!
 //! [[workload]]

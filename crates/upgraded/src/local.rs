@@ -360,11 +360,12 @@ fn print_restored(
     Ok(())
 }
 
-/// Hibernate one workload: checkpoint it and stop it. With `suspend.encrypt`, the
-/// images are sealed with the suspend key before they reach the area (see
-/// [`sealed`]); the JSON form then also has `"sealed"`, the sealed file.
+/// Hibernate one workload: checkpoint it and stop it. With `suspend.encrypt` or
+/// `suspend.compress`, the images are sealed into one file (encrypted with the suspend
+/// key, compressed, or both) before they reach the area (see [`sealed`]); the JSON
+/// form then also has `"sealed"`, the sealed file.
 pub fn suspend(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
-    if settings.suspend.encrypt {
+    if settings.suspend.seals() {
         return sealed::suspend(settings, &Staging::system(), name, json, out);
     }
     checkpoint(
@@ -782,15 +783,14 @@ pub fn images_verify(
 pub fn images_rm(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
     let area = open_area(settings)?;
     let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
-    match sealed::sealed_file(&area, &id)? {
-        Some(path) => {
-            dumper::seal::remove_sealed(&path)?;
-            // A plain generation of the same id too, which only a crash leaves.
-            if area.generation_path(&id).exists() {
-                area.remove(&id)?;
-            }
-        }
-        None => area.remove(&id)?,
+    let sealed = sealed::sealed_files(&area, &id)?;
+    for path in &sealed {
+        dumper::seal::remove_sealed(path)?;
+    }
+    // With a sealed file, a plain generation of the same id too, which only a crash
+    // leaves.
+    if sealed.is_empty() || area.generation_path(&id).exists() {
+        area.remove(&id)?;
     }
     if json {
         writeln!(

@@ -243,8 +243,8 @@ pub enum Invalid {
     },
     #[error("area.{key} does not apply to an area of kind = \"{kind}\"")]
     AreaKeyNotForKind { key: &'static str, kind: AreaKind },
-    #[error("suspend.compress = \"{value}\" needs suspend.encrypt = true")]
-    CompressWithoutEncrypt { value: SuspendCompression },
+    #[error("suspend.compress = \"{value}\" does not apply to an area of kind = \"pmem\"")]
+    CompressOnPmem { value: SuspendCompression },
     #[error("an area of kind = \"{kind}\" needs area.{key}")]
     AreaKeyMissing { key: &'static str, kind: AreaKind },
     #[error("{} has no `{key}`", workload_label(.workload.as_deref()))]
@@ -305,9 +305,9 @@ impl Invalid {
                 }
                 hint
             }
-            Invalid::CompressWithoutEncrypt { .. } => "only sealed suspend images are \
-                compressed: set encrypt = true in [suspend] (docs/suspend-encryption.md), or \
-                remove compress"
+            Invalid::CompressOnPmem { .. } => "a pmem area is memory: compressing images \
+                into it costs CPU time and saves no disk; remove compress from [suspend] \
+                (docs/suspend-encryption.md)"
                 .to_string(),
             Invalid::AreaKeyNotForKind { key, kind } => format!(
                 "{}; remove `{key}`, or change area.kind",

@@ -295,10 +295,13 @@ impl Merged {
         };
         let encrypt = self.suspend_encrypt.as_ref().is_some_and(|v| v.value);
         let compress = match &self.suspend_compress {
-            Some(c) if c.value != SuspendCompression::None && !encrypt => {
+            Some(c)
+                if c.value != SuspendCompression::None
+                    && area.location.kind() == AreaKind::Pmem =>
+            {
                 return Err(ConfigError::invalid(
                     c.at.clone(),
-                    Invalid::CompressWithoutEncrypt { value: c.value },
+                    Invalid::CompressOnPmem { value: c.value },
                 ))
             }
             Some(c) => c.value,

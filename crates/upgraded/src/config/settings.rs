@@ -413,13 +413,22 @@ impl std::fmt::Display for SuspendCompression {
 pub struct SuspendSettings {
     /// Seal suspend images with `key_file` (age, X25519) before they reach the area.
     pub encrypt: bool,
-    /// Compress sealed suspend images (zstd) before they are encrypted. Only sealed
-    /// images are compressed, so it needs `encrypt`; upgrades never compress (their
-    /// images are in the blackout, and a pmem area is memory already).
+    /// Compress suspend images (zstd) into one sealed file, before they are
+    /// encrypted when `encrypt` is on. Meant for disk-backed areas (suspend to disk);
+    /// refused with a pmem area, which is memory already. Upgrades never compress:
+    /// their images are in the blackout.
     pub compress: SuspendCompression,
     /// The age identity that seals and unseals them; absolute. Read whenever sealed
     /// images are resumed or listed, even with `encrypt` off.
     pub key_file: PathBuf,
+}
+
+impl SuspendSettings {
+    /// Whether a suspend seals its images into one file (encrypted, compressed or
+    /// both) rather than leaving a generation directory.
+    pub fn seals(&self) -> bool {
+        self.encrypt || self.compress != SuspendCompression::None
+    }
 }
 
 impl Default for SuspendSettings {

@@ -245,7 +245,8 @@ keep = 7
 
 [suspend]
 encrypt = true
-compress = "zstd"
+# "zstd" is refused with a pmem area (compression_is_for_suspends_on_disk_backed_areas)
+compress = "none"
 key_file = "/root/keys/upgraded-suspend.key"
 
 [[workload]]
@@ -320,7 +321,7 @@ machine = "debian-test"
         retention: RetentionSettings { keep: 7 },
         suspend: SuspendSettings {
             encrypt: true,
-            compress: SuspendCompression::Zstd,
+            compress: SuspendCompression::None,
             key_file: PathBuf::from("/root/keys/upgraded-suspend.key"),
         },
         workloads: vec![
@@ -1009,34 +1010,38 @@ fn suspend_keys_merge_one_by_one_and_are_checked_at_their_line() {
 }
 
 #[test]
-fn compression_is_for_sealed_suspend_images_only() {
+fn compression_is_for_suspends_on_disk_backed_areas() {
     let settings = ok("[suspend]\nencrypt = true\ncompress = \"zstd\"\n");
     assert_eq!(settings.suspend.compress, SuspendCompression::Zstd);
+    assert!(settings.suspend.seals());
     assert_eq!(ok("").suspend.compress, SuspendCompression::None);
+    assert!(!ok("").suspend.seals());
     assert_eq!(
         ok("[suspend]\ncompress = \"none\"\n").suspend.compress,
         SuspendCompression::None
     );
-    // Without encryption there is nothing that would compress: refused at its line,
-    // saying what to do, also when the drop-in turned encryption off.
-    let (location, problem) = invalid("[suspend]\ncompress = \"zstd\"\n");
-    assert_eq!(location.position.map(|p| p.line), Some(2));
+    // Compressed without encryption: a sealed file that needs no key.
+    let settings = ok("[suspend]\ncompress = \"zstd\"\n");
+    assert!(!settings.suspend.encrypt);
+    assert!(settings.suspend.seals());
+    // A pmem area is memory already: refused at its line, saying what to do, also
+    // when a drop-in is what made the area pmem.
+    let pmem = "[area]\nkind = \"pmem\"\ndevice = \"/dev/pmem0\"\n";
+    let (location, problem) = invalid(&format!("{pmem}[suspend]\ncompress = \"zstd\"\n"));
+    assert_eq!(location.position.map(|p| p.line), Some(5));
     let text = problem.to_string();
     assert!(
-        text.contains("suspend.compress = \"zstd\" needs suspend.encrypt = true"),
+        text.contains("suspend.compress = \"zstd\" does not apply to an area of kind = \"pmem\""),
         "{text}"
     );
     assert!(
-        problem.hint().contains("set encrypt = true"),
+        problem.hint().contains("remove compress"),
         "{}",
         problem.hint()
     );
-    let err = load_two(
-        "[suspend]\nencrypt = true\ncompress = \"zstd\"\n",
-        "[suspend]\nencrypt = false\n",
-    )
-    .unwrap_err();
-    assert!(err.to_string().starts_with(&format!("{MAIN}:3:")), "{err}");
+    let err = load_two("[suspend]\ncompress = \"zstd\"\n", pmem).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("{MAIN}:2:")), "{err}");
+    ok(&format!("{pmem}[suspend]\ncompress = \"none\"\n"));
     // Another algorithm is a parse error naming the values there are.
     let (location, message, _) = parse_failure("[suspend]\ncompress = \"xz\"\n");
     assert_eq!(location.position.map(|p| p.line), Some(2));

@@ -1,9 +1,10 @@
-//! Suspend and resume with the images sealed at rest (`[suspend] encrypt = true`,
-//! docs/suspend-encryption.md).
+//! Suspend and resume with the images sealed at rest (`[suspend] encrypt = true`, or
+//! `compress = "zstd"`, or both; docs/suspend-encryption.md).
 //!
 //! A sealed suspend dumps into a staging area in memory ([`SEALING_DIR`], on /run's
-//! tmpfs), commits the generation there, seals it into `<area>/sealed/<id>.age` and
-//! removes the staging copy: the plaintext images never reach the area's disk. If
+//! tmpfs), commits the generation there, seals it into `<area>/sealed/<id>.age`
+//! (encrypted) or `<area>/sealed/<id>.tar.zst` (compressed only) and removes the
+//! staging copy: the plaintext images never reach the area's disk. If
 //! sealing fails after the dump stopped the workload, the workload is restored at
 //! once from the staging copy. A resume unseals into [`UNSEALING_DIR`]`/<id>`, verifies
 //! and restores from there, then removes the sealed file and the copy.
@@ -188,7 +189,7 @@ fn load_key(settings: &Settings) -> Result<SealKey> {
     SealKey::load(&settings.suspend.key_file).context("loading the key that seals suspend images")
 }
 
-/// `upgradectl suspend NAME` with `suspend.encrypt` on.
+/// `upgradectl suspend NAME` with `suspend.encrypt` on or `suspend.compress` set.
 pub(super) fn suspend(
     settings: &Settings,
     staging: &Staging,
@@ -197,7 +198,10 @@ pub(super) fn suspend(
     out: &mut dyn Write,
 ) -> Result<()> {
     // Everything that can be refused is refused before anything is frozen.
-    let key = load_key(settings).context("suspend.encrypt is on; nothing was stopped")?;
+    let key = match settings.suspend.encrypt {
+        true => Some(load_key(settings).context("suspend.encrypt is on; nothing was stopped")?),
+        false => None,
+    };
     let lock = SuspendLock::take(&staging.lock).context("nothing was stopped")?;
     let area = open_area(settings)?;
     area.cleanup_incomplete()
@@ -259,7 +263,10 @@ pub(super) fn suspend(
         &area,
         &stage,
         &gen,
-        &Sealing { key: &key, packing },
+        &Sealing {
+            key: key.as_ref(),
+            packing,
+        },
         &sealed_dir,
         name,
         &mut criu_restore(&criu, name, &progress),
@@ -281,7 +288,7 @@ fn tidy_staging(_held: &SuspendLock, stage: &Area, sealed_dir: &Path) -> Result<
         let restored = stage
             .load(&gen)
             .is_ok_and(|m| m.state == GenerationState::Restored);
-        if restored || seal::sealed_path(sealed_dir, &gen).is_file() {
+        if restored || !seal::find_sealed(sealed_dir, &gen).is_empty() {
             stage.remove(&gen)?;
         } else {
             tracing::warn!(
@@ -295,9 +302,10 @@ fn tidy_staging(_held: &SuspendLock, stage: &Area, sealed_dir: &Path) -> Result<
     Ok(())
 }
 
-/// What a suspend seals with: the key, and whether the archive is compressed first.
+/// What a suspend seals with: the key if it encrypts, and whether the archive is
+/// compressed.
 struct Sealing<'a> {
-    key: &'a SealKey,
+    key: Option<&'a SealKey>,
     packing: seal::Packing,
 }
 
@@ -313,7 +321,7 @@ fn seal_or_resume(
     name: &str,
     restore: &mut RestoreFn<'_>,
 ) -> Result<PathBuf> {
-    let recipient = sealing.key.recipient();
+    let recipient = sealing.key.map(SealKey::recipient);
     seal_or_resume_with(
         area,
         stage,
@@ -324,7 +332,7 @@ fn seal_or_resume(
             seal::seal(
                 &stage.generation_path(gen),
                 gen,
-                &recipient,
+                recipient.as_ref(),
                 sealed_dir,
                 sealing.packing,
             )
@@ -358,10 +366,10 @@ fn seal_or_resume_with(
         Err(e) => e,
     };
     // A file that was in the way before the seal is not this suspend's; any other
-    // `<id>.age` is one the failed seal could not remove.
+    // sealed file of `gen` is one the failed seal could not remove.
     let leftover = match &err {
-        dumper::Error::GenerationExists { .. } => None,
-        _ => Some(seal::sealed_path(sealed_dir, gen)),
+        dumper::Error::GenerationExists { .. } => Vec::new(),
+        _ => seal::find_sealed(sealed_dir, gen),
     };
     match restore(stage, gen) {
         Ok(_) => {
@@ -372,10 +380,9 @@ fn seal_or_resume_with(
                 "sealing the images of {name} failed, so {name} was resumed from the copy in \
                  memory and keeps running"
             );
-            let forgotten = match &leftover {
-                Some(path) => forget_sealed(path, gen, name),
-                None => Ok(()),
-            };
+            let forgotten = leftover
+                .iter()
+                .try_for_each(|path| forget_sealed(path, gen, name));
             Err(match forgotten {
                 Ok(()) => anyhow::Error::new(err)
                     .context(format!("{resumed}; nothing was written to the area")),
@@ -485,8 +492,12 @@ enum Found {
     Plain(GenerationId),
     /// A generation an interrupted suspend left in the sealing staging area.
     Staged(Area, GenerationId),
-    /// A sealed generation, whose manifest was read with `key`.
-    Sealed { file: SealedFile, key: SealKey },
+    /// A sealed generation, whose manifest was read with `key` (none for a file that
+    /// is compressed only).
+    Sealed {
+        file: SealedFile,
+        key: Option<SealKey>,
+    },
 }
 
 /// Whether `m` holds workload `name` suspended (committed, not restored since).
@@ -551,26 +562,33 @@ fn find(settings: &Settings, area: &Area, staging: &Staging, name: &str) -> Resu
                 file.id
             )
         };
-        let k = match &key {
-            Some(k) => k,
-            None => key.insert(match SealKey::load(&settings.suspend.key_file) {
-                Ok(k) => k,
-                // A new key would not help: the one they were sealed with is needed.
-                Err(dumper::Error::KeyMissing { path }) => bail!(
-                    "{}: the suspend key {} does not exist; put back the key they were sealed \
+        let k = match (&key, file.encrypted) {
+            (_, false) => None,
+            (Some(k), true) => Some(k),
+            (None, true) => Some(
+                &*key.insert(match SealKey::load(&settings.suspend.key_file) {
+                    Ok(k) => k,
+                    // A new key would not help: the one they were sealed with is needed.
+                    Err(dumper::Error::KeyMissing { path }) => bail!(
+                        "{}: the suspend key {} does not exist; put back the key they were sealed \
                      with (from its backup)",
-                    unreadable("cannot be read"),
-                    path.display()
-                ),
-                Err(e) => return Err(anyhow::Error::new(e).context(unreadable("cannot be read"))),
-            }),
+                        unreadable("cannot be read"),
+                        path.display()
+                    ),
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(unreadable("cannot be read")))
+                    }
+                }),
+            ),
         };
-        let manifest = seal::peek_manifest(&file.path, k)
-            .with_context(|| unreadable("cannot be read with the suspend key"))?;
+        let manifest = seal::peek_manifest(&file.path, k).with_context(|| match k {
+            Some(_) => unreadable("cannot be read with the suspend key"),
+            None => unreadable("cannot be read"),
+        })?;
         if holds(&manifest, name) {
             best = Some(Found::Sealed {
                 file,
-                key: k.clone(),
+                key: k.cloned(),
             });
             break;
         }
@@ -649,8 +667,9 @@ fn resume_found(
                 )
             })?;
             // A seal that completed before the interruption holds the same images.
-            let sealed = seal::sealed_path(&area.root().join(seal::SEALED_DIR), &gen);
-            let forgotten = forget_sealed(&sealed, &gen, name);
+            let forgotten = seal::find_sealed(&area.root().join(seal::SEALED_DIR), &gen)
+                .iter()
+                .try_for_each(|sealed| forget_sealed(sealed, &gen, name));
             if let Err(e) = stage.remove(&gen) {
                 tracing::warn!(error = %e, "removing the staging copy of generation {gen}");
             }
@@ -659,7 +678,7 @@ fn resume_found(
         }
         Found::Sealed { file, key } => {
             progress.say("unsealing the images");
-            let (reports, forgotten) = resume_sealed(&file, &key, staging, name, restore)?;
+            let (reports, forgotten) = resume_sealed(&file, key.as_ref(), staging, name, restore)?;
             progress.finish();
             print_resumed(&file, &reports, forgotten.is_ok(), json, out)?;
             forgotten
@@ -673,7 +692,7 @@ fn resume_found(
 /// one workload. On failure the copy is removed and the sealed file kept.
 fn resume_sealed(
     file: &SealedFile,
-    key: &SealKey,
+    key: Option<&SealKey>,
     staging: &Staging,
     name: &str,
     restore: &mut RestoreFn<'_>,
@@ -745,7 +764,8 @@ fn print_resumed(
 }
 
 /// What `images list` shows of the sealed generations of `area`: the file and its
-/// size always; the manifest's details when the key can read it.
+/// size always; the manifest's details when it can be read (with the key, for an
+/// encrypted one).
 pub(super) fn list_rows(settings: &Settings, area: &Area) -> Result<Vec<serde_json::Value>> {
     let Some(dir) = seal::sealed_dir(area.root(), false)? else {
         return Ok(Vec::new());
@@ -754,15 +774,23 @@ pub(super) fn list_rows(settings: &Settings, area: &Area) -> Result<Vec<serde_js
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let key = SealKey::load(&settings.suspend.key_file);
+    let key = files
+        .iter()
+        .any(|f| f.encrypted)
+        .then(|| SealKey::load(&settings.suspend.key_file));
     let mut rows = Vec::new();
     for file in files {
         let mut row = json!({
             "generation": file.id.to_string(),
             "sealed": file.path,
             "file_bytes": file.bytes,
+            "encrypted": file.encrypted,
         });
-        match &key {
+        let key = match (&key, file.encrypted) {
+            (Some(key), true) => key.as_ref().map(Some),
+            _ => Ok(None),
+        };
+        match key {
             Ok(key) => match seal::peek_manifest(&file.path, key) {
                 Ok(m) => {
                     row["state"] = json!(super::state_str(m.state));
@@ -878,19 +906,29 @@ pub(super) fn staged_rows(staging: &Staging) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The sealed file of generation `id` in `area`, if there is one.
-pub(super) fn sealed_file(area: &Area, id: &GenerationId) -> Result<Option<PathBuf>> {
+/// The sealed files of generation `id` in `area` (one, but for a hand-made second).
+pub(super) fn sealed_files(area: &Area, id: &GenerationId) -> Result<Vec<PathBuf>> {
     let Some(dir) = seal::sealed_dir(area.root(), false)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let path = seal::sealed_path(&dir, id);
-    Ok(path.is_file().then_some(path))
+    Ok(seal::find_sealed(&dir, id))
 }
 
-/// The manifest of the sealed file `path`, read with the configured key.
+/// The sealed file of generation `id` in `area`, if there is one.
+pub(super) fn sealed_file(area: &Area, id: &GenerationId) -> Result<Option<PathBuf>> {
+    Ok(sealed_files(area, id)?.into_iter().next())
+}
+
+/// The manifest of the sealed file `path`, read with the configured key if it is
+/// encrypted.
 pub(super) fn peek(settings: &Settings, path: &Path) -> Result<Manifest> {
-    let key = load_key(settings)?;
-    Ok(seal::peek_manifest(path, &key)?)
+    let encrypted = seal::sealed_id(path).is_some_and(|(_, encrypted)| encrypted);
+    let key = if encrypted {
+        Some(load_key(settings)?)
+    } else {
+        None
+    };
+    Ok(seal::peek_manifest(path, key.as_ref())?)
 }
 
 #[cfg(test)]
@@ -964,7 +1002,7 @@ mod tests {
             let path = seal::seal(
                 &area.generation_path(&id(gen)),
                 &id(gen),
-                &self.key().recipient(),
+                Some(&self.key().recipient()),
                 &self.sealed_dir(),
                 seal::Packing::Plain,
             )
@@ -1071,7 +1109,7 @@ mod tests {
             &stage,
             &id("g1"),
             &Sealing {
-                key: &bed.key(),
+                key: Some(&bed.key()),
                 packing: seal::Packing::Zstd,
             },
             &bed.sealed_dir(),
@@ -1082,8 +1120,60 @@ mod tests {
         assert_eq!(path, bed.sealed_dir().join("g1.age"));
         assert!(stage.list().unwrap().is_empty());
         assert!(calls.borrow().is_empty(), "nothing restored");
-        let m = seal::peek_manifest(&path, &bed.key()).unwrap();
+        let m = seal::peek_manifest(&path, Some(&bed.key())).unwrap();
         assert!(holds(&m, "w"));
+    }
+
+    #[test]
+    fn a_compressed_only_suspend_is_found_listed_and_resumed_without_a_key() {
+        let bed = Bed::new();
+        let stage = bed.stage();
+        commit(&stage, "g1", "w");
+        let calls = RefCell::new(Vec::new());
+        let path = seal_or_resume(
+            &bed.area(),
+            &stage,
+            &id("g1"),
+            &Sealing {
+                key: None,
+                packing: seal::Packing::Zstd,
+            },
+            &bed.sealed_dir(),
+            "w",
+            &mut fake_restore(&calls, false),
+        )
+        .unwrap();
+        assert_eq!(path, bed.sealed_dir().join("g1.tar.zst"));
+        assert!(stage.list().unwrap().is_empty());
+        // No key file anywhere: none is needed to find, list, show or resume it.
+        assert!(!bed.settings.suspend.key_file.exists());
+        let rows = list_rows(&bed.settings, &bed.area()).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["encrypted"], false);
+        assert_eq!(rows[0]["workloads"], json!(["w"]));
+        assert!(rows[0].get("key_error").is_none(), "{rows:?}");
+        assert_eq!(
+            sealed_file(&bed.area(), &id("g1")).unwrap(),
+            Some(path.clone())
+        );
+        assert!(holds(&peek(&bed.settings, &path).unwrap(), "w"));
+        let Some(Found::Sealed { file, key }) =
+            find(&bed.settings, &bed.area(), &bed.staging, "w").unwrap()
+        else {
+            panic!("not found sealed");
+        };
+        assert!(key.is_none() && !file.encrypted);
+        let (reports, removed) = resume_sealed(
+            &file,
+            key.as_ref(),
+            &bed.staging,
+            "w",
+            &mut fake_restore(&calls, false),
+        )
+        .unwrap();
+        removed.unwrap();
+        assert_eq!(reports[0].pid, 4242);
+        assert!(!path.exists(), "the sealed file is removed once resumed");
     }
 
     #[test]
@@ -1099,7 +1189,7 @@ mod tests {
             &stage,
             &id("g1"),
             &Sealing {
-                key: &bed.key(),
+                key: Some(&bed.key()),
                 packing: seal::Packing::Plain,
             },
             &bed.sealed_dir(),
@@ -1130,7 +1220,7 @@ mod tests {
             &stage,
             &id("g2"),
             &Sealing {
-                key: &bed.key(),
+                key: Some(&bed.key()),
                 packing: seal::Packing::Plain,
             },
             &bed.sealed_dir(),
@@ -1223,7 +1313,7 @@ mod tests {
         let calls = RefCell::new(Vec::new());
         let err = resume_sealed(
             &file,
-            &key,
+            key.as_ref(),
             &bed.staging,
             "w",
             &mut fake_restore(&calls, true),
@@ -1246,7 +1336,7 @@ mod tests {
         let calls = RefCell::new(Vec::new());
         let (reports, removed) = resume_sealed(
             &file,
-            &key,
+            key.as_ref(),
             &bed.staging,
             "w",
             &mut fake_restore(&calls, false),
