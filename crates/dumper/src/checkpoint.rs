@@ -181,7 +181,10 @@ fn dump_options(w: &Resolved, o: &CheckpointOptions, leave_running: bool) -> Dum
         shell_job: !w.session_leader,
         // Services talk to journald and D-Bus over unix sockets whose peers stay
         // behind; they are reconnected by their owners after restore.
-        ext_unix_sk: matches!(w.kind, WorkloadKind::Service | WorkloadKind::Scope),
+        ext_unix_sk: matches!(
+            w.kind,
+            WorkloadKind::Service | WorkloadKind::Scope | WorkloadKind::Session
+        ),
         file_locks: true,
         freeze_cgroup: None,
         parent: None,
@@ -319,9 +322,11 @@ fn restore_images(
     if let Some(dirs) = options.get("socket_dirs") {
         sockdirs::recreate(dirs)?;
     }
-    // Fresh journald streams stand in for the ones dumped as external; kept open until
-    // CRIU, which inherits them, is done.
-    let mut streams = Vec::new();
+    // Stand-ins for what was dumped as external (service::external_resources), kept
+    // open until CRIU, which inherits them, is done: fresh journald streams, and
+    // /dev/null for logind's session FIFOs (held, never written; the logind of this
+    // boot does not know the session).
+    let mut streams: Vec<std::os::fd::OwnedFd> = Vec::new();
     let ident = options
         .get("identifier")
         .map(String::as_str)
@@ -332,15 +337,36 @@ fn restore_images(
         .unwrap_or("")
         .split(',')
     {
-        let Some(ino) = ext.strip_prefix("unix[").and_then(|r| r.strip_suffix(']')) else {
-            continue;
-        };
-        let stream = service::open_journal_stream(ident, unit.unwrap_or(""))?;
-        ropts.inherit.push((
-            format!("socket:[{ino}]"),
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-        ));
-        streams.push(stream);
+        let stand_in =
+            if let Some(ino) = ext.strip_prefix("unix[").and_then(|r| r.strip_suffix(']')) {
+                let stream = service::open_journal_stream(ident, unit.unwrap_or(""))?;
+                (format!("socket:[{ino}]"), stream)
+            } else if ext.starts_with("file[") && ext.ends_with(']') {
+                // Without O_CLOEXEC, like the journald streams: criu swrk must inherit
+                // it. (std opens everything close-on-exec; CRIU then took the fd
+                // number for one of its own files and closed it: "Unable to open
+                // memfd.img: Bad file descriptor".)
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_WRONLY,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Error::Io {
+                    action: "opening",
+                    path: "/dev/null".into(),
+                    source: e.into(),
+                })?;
+                // CRIU cuts the first character of an external file's recorded name on
+                // restore (it takes names as absolute paths made relative): the key it
+                // looks up is "ile[...]" (CRIU issue #186).
+                (ext[1..].to_owned(), null)
+            } else {
+                continue;
+            };
+        ropts
+            .inherit
+            .push((stand_in.0, std::os::fd::AsRawFd::as_raw_fd(&stand_in.1)));
+        streams.push(stand_in.1);
     }
     criu.restore(&ropts, images, logs)
 }
@@ -501,12 +527,9 @@ fn checkpoint_into(
                 dopts.freeze_cgroup = Some(mount.dir_of(cg)?);
             }
         }
-        // journald streams (a service's stdout/stderr) are external: restore hands
-        // the tree fresh ones.
-        dopts.external = service::journal_streams(&w.pids)?
-            .into_iter()
-            .map(|ino| format!("unix[{ino}]"))
-            .collect();
+        // journald streams (a service's stdout/stderr) and logind's session FIFOs are
+        // external: restore hands the tree stand-ins.
+        dopts.external = service::external_resources(&w.pids)?;
         // Read while the tree still exists: a stopping dump ends it.
         let socket_dirs = sockdirs::record(&w.pids);
         let t = Instant::now();
@@ -695,10 +718,7 @@ pub fn dry_run(
     scratch: &Path,
 ) -> Result<u64, Error> {
     let mut dopts = dump_options(w, opts, true);
-    dopts.external = service::journal_streams(&w.pids)?
-        .into_iter()
-        .map(|ino| format!("unix[{ino}]"))
-        .collect();
+    dopts.external = service::external_resources(&w.pids)?;
     let logs = Path::new(LOG_ROOT).join("dry-run").join(w.name.as_str());
     crate::fsutil::create_private_dir_all(&logs)?;
     if let Target::Podman { container } = &w.target {

@@ -143,6 +143,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn logind_reference_fifos_are_recognised_by_path_and_fdinfo() {
+        assert!(is_session_ref("/run/systemd/sessions/c1.ref"));
+        assert!(is_session_ref("/run/systemd/sessions/12.ref"));
+        for other in [
+            "/run/systemd/sessions/c1",
+            "/run/systemd/sessions/.ref",
+            "/run/systemd/sessions/a/b.ref",
+            "/run/systemd/users/0.ref",
+            "pipe:[1234]",
+        ] {
+            assert!(!is_session_ref(other), "{other}");
+        }
+        let fdinfo = "pos:\t0\nflags:\t02000001\nmnt_id:\t1043\nino:\t77\n";
+        assert_eq!(parse_mnt_id(fdinfo), Some(1043));
+        assert_eq!(parse_mnt_id("pos:\t0\n"), None);
+        // No such process: nothing, no error.
+        assert!(session_ref_fifos(&[u32::MAX]).is_empty());
+    }
+
+    #[test]
     fn exec_words_are_quoted_when_needed() {
         assert_eq!(quote("/usr/bin/upgradectl"), "/usr/bin/upgradectl");
         assert_eq!(quote("a b"), "\"a b\"");
@@ -192,6 +212,77 @@ pub fn journal_streams(pids: &[u32]) -> Result<Vec<u64>, Error> {
     }
     found.sort_unstable();
     Ok(found)
+}
+
+/// What the tree of `pids` holds that stays behind with the system and is dumped as
+/// external, in CRIU's `--external` syntax; restore hands the tree stand-ins
+/// ([`crate::checkpoint`]):
+/// - `unix[<inode>]`: its journald streams (a service's stdout and stderr);
+/// - `file[<mnt_id>:<inode>]` (hex, as CRIU writes them): the reference FIFOs of logind
+///   sessions (`/run/systemd/sessions/<id>.ref`), which pam_systemd got from logind.
+///   logind opened them in its own mount namespace, which CRIU cannot see ("Can't
+///   lookup mount"), and they mean nothing after a reboot or kexec anyway: the new
+///   logind does not know the session.
+pub fn external_resources(pids: &[u32]) -> Result<Vec<String>, Error> {
+    let mut found: Vec<String> = journal_streams(pids)?
+        .into_iter()
+        .map(|ino| format!("unix[{ino}]"))
+        .collect();
+    for key in session_ref_fifos(pids) {
+        if !found.contains(&key) {
+            found.push(key);
+        }
+    }
+    Ok(found)
+}
+
+/// The `file[<mnt_id>:<inode>]` keys of the logind session reference FIFOs the
+/// processes `pids` hold open.
+fn session_ref_fifos(pids: &[u32]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for pid in pids {
+        let proc_dir = Path::new("/proc").join(pid.to_string());
+        let Ok(entries) = fs::read_dir(proc_dir.join("fd")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(target) = fs::read_link(e.path()) else {
+                continue;
+            };
+            if !is_session_ref(&target.to_string_lossy()) {
+                continue;
+            }
+            let fdinfo = proc_dir.join("fdinfo").join(e.file_name());
+            let mnt_id = fs::read_to_string(fdinfo)
+                .ok()
+                .and_then(|text| parse_mnt_id(&text));
+            // The inode of the FIFO itself (the link is followed).
+            let ino = fs::metadata(e.path()).ok().map(|m| m.ino());
+            if let (Some(mnt_id), Some(ino)) = (mnt_id, ino) {
+                let key = format!("file[{mnt_id:x}:{ino:x}]");
+                if !found.contains(&key) {
+                    found.push(key);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `/run/systemd/sessions/<id>.ref`, as /proc shows an open file's path.
+fn is_session_ref(path: &str) -> bool {
+    path.strip_prefix("/run/systemd/sessions/")
+        .and_then(|rest| rest.strip_suffix(".ref"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The `mnt_id:` of a `/proc/<pid>/fdinfo/<fd>` text.
+fn parse_mnt_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// From `ss -xnH`: the peer inodes of connections accepted on journald's stdout socket.
