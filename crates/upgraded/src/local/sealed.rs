@@ -1069,6 +1069,28 @@ mod tests {
         }
     }
 
+    /// [`seal_or_resume`] of staging generation `gen` of `bed` into its sealed
+    /// directory as workload `w`, with `key` (or none) and `packing`, restoring with
+    /// [`fake_restore`] (failing when `fail`) into `calls`.
+    fn seal_staged(
+        bed: &Bed,
+        gen: &str,
+        key: Option<&SealKey>,
+        packing: seal::Packing,
+        calls: &RefCell<Vec<(PathBuf, String)>>,
+        fail: bool,
+    ) -> Result<PathBuf> {
+        seal_or_resume(
+            &bed.area(),
+            &bed.stage(),
+            &id(gen),
+            &Sealing { key, packing },
+            &bed.sealed_dir(),
+            "w",
+            &mut fake_restore(calls, fail),
+        )
+    }
+
     #[test]
     fn a_sealed_suspend_without_a_key_stops_nothing_and_says_how_to_make_one() {
         let bed = Bed::new();
@@ -1104,17 +1126,13 @@ mod tests {
         let stage = bed.stage();
         commit(&stage, "g1", "w");
         let calls = RefCell::new(Vec::new());
-        let path = seal_or_resume(
-            &bed.area(),
-            &stage,
-            &id("g1"),
-            &Sealing {
-                key: Some(&bed.key()),
-                packing: seal::Packing::Zstd,
-            },
-            &bed.sealed_dir(),
-            "w",
-            &mut fake_restore(&calls, false),
+        let path = seal_staged(
+            &bed,
+            "g1",
+            Some(&bed.key()),
+            seal::Packing::Zstd,
+            &calls,
+            false,
         )
         .unwrap();
         assert_eq!(path, bed.sealed_dir().join("g1.age"));
@@ -1130,19 +1148,7 @@ mod tests {
         let stage = bed.stage();
         commit(&stage, "g1", "w");
         let calls = RefCell::new(Vec::new());
-        let path = seal_or_resume(
-            &bed.area(),
-            &stage,
-            &id("g1"),
-            &Sealing {
-                key: None,
-                packing: seal::Packing::Zstd,
-            },
-            &bed.sealed_dir(),
-            "w",
-            &mut fake_restore(&calls, false),
-        )
-        .unwrap();
+        let path = seal_staged(&bed, "g1", None, seal::Packing::Zstd, &calls, false).unwrap();
         assert_eq!(path, bed.sealed_dir().join("g1.tar.zst"));
         assert!(stage.list().unwrap().is_empty());
         // No key file anywhere: none is needed to find, list, show or resume it.
@@ -1184,17 +1190,13 @@ mod tests {
         // Something in the way of the sealed file.
         fs::create_dir(bed.sealed_dir().join("g1.age")).unwrap();
         let calls = RefCell::new(Vec::new());
-        let err = seal_or_resume(
-            &bed.area(),
-            &stage,
-            &id("g1"),
-            &Sealing {
-                key: Some(&bed.key()),
-                packing: seal::Packing::Plain,
-            },
-            &bed.sealed_dir(),
-            "w",
-            &mut fake_restore(&calls, false),
+        let err = seal_staged(
+            &bed,
+            "g1",
+            Some(&bed.key()),
+            seal::Packing::Plain,
+            &calls,
+            false,
         )
         .unwrap_err();
         let text = format!("{err:#}");
@@ -1215,17 +1217,13 @@ mod tests {
         commit(&stage, "g2", "w");
         fs::create_dir(bed.sealed_dir().join("g2.age")).unwrap();
         let calls = RefCell::new(Vec::new());
-        let err = seal_or_resume(
-            &bed.area(),
-            &stage,
-            &id("g2"),
-            &Sealing {
-                key: Some(&bed.key()),
-                packing: seal::Packing::Plain,
-            },
-            &bed.sealed_dir(),
-            "w",
-            &mut fake_restore(&calls, true),
+        let err = seal_staged(
+            &bed,
+            "g2",
+            Some(&bed.key()),
+            seal::Packing::Plain,
+            &calls,
+            true,
         )
         .unwrap_err();
         let text = format!("{err:#}");
