@@ -781,8 +781,23 @@ pub fn images_verify(
 }
 
 pub fn images_rm(settings: &Settings, gen: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    images_rm_in(settings, &Staging::system(), gen, json, out)
+}
+
+/// [`images_rm`] with the suspend lock of `staging`: held while removing, so that no
+/// resume is unsealing or restoring the generation meanwhile, nor a suspend sealing
+/// it; when another holds it, nothing is removed and the error says who.
+fn images_rm_in(
+    settings: &Settings,
+    staging: &Staging,
+    gen: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let area = open_area(settings)?;
     let id = GenerationId::new(gen).with_context(|| format!("generation {gen:?}"))?;
+    let _held = sealed::SuspendLock::take(&staging.lock)
+        .with_context(|| format!("removing generation {id}: nothing was removed"))?;
     let sealed = sealed::sealed_files(&area, &id)?;
     for path in &sealed {
         dumper::seal::remove_sealed(path)?;

@@ -1410,9 +1410,21 @@ mod tests {
             .unwrap()
             .contains("does not exist"));
 
-        // rm removes a sealed one as it does a plain one.
+        // rm waits for no suspend or resume: it refuses while one holds the lock...
+        let held = SuspendLock::take(&bed.staging.lock).unwrap();
         let mut out = Vec::new();
-        super::super::images_rm(&bed.settings, "g2", false, &mut out).unwrap();
+        let err = super::super::images_rm_in(&bed.settings, &bed.staging, "g2", false, &mut out)
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with("removing generation g2: nothing was removed")
+                && text.contains("another suspend or resume is running"),
+            "{text}"
+        );
+        assert!(bed.sealed_dir().join("g2.age").exists());
+        drop(held);
+        // ...and then removes a sealed one as it does a plain one.
+        super::super::images_rm_in(&bed.settings, &bed.staging, "g2", false, &mut out).unwrap();
         assert!(!bed.sealed_dir().join("g2.age").exists());
     }
 
