@@ -14,7 +14,9 @@ use serde_json::json;
 use crate::config::{AreaLocation, Selector, Settings};
 
 mod sealed;
-pub use sealed::{staged_suspends, Staging, SEALING_DIR, SUSPEND_LOCK, UNSEALING_DIR};
+pub use sealed::{
+    is_lock_held, staged_suspends, Staging, SEALING_DIR, SUSPEND_LOCK, UNSEALING_DIR,
+};
 
 /// Opens the configured area.
 ///

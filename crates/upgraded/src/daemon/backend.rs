@@ -417,7 +417,7 @@ impl api::Backend for DaemonBackend {
             )));
         }
         let mut out = Vec::new();
-        local::suspend(&settings, name, true, &mut out).map_err(|e| ApiError::failed(&e))?;
+        local::suspend(&settings, name, true, &mut out).map_err(|e| suspend_error(&e))?;
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
         Ok(v["generation"].as_str().unwrap_or_default().to_owned())
     }
@@ -426,12 +426,22 @@ impl api::Backend for DaemonBackend {
         let _slot = self.0.start_job("resume")?;
         let settings = self.0.settings();
         let mut out = Vec::new();
-        local::resume(&settings, name, true, &mut out).map_err(|e| ApiError::failed(&e))?;
+        local::resume(&settings, name, true, &mut out).map_err(|e| suspend_error(&e))?;
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
         Ok(v["workloads"][0]["pid"].as_u64().unwrap_or_default() as u32)
     }
 
     fn reload(&self) -> Result<(), ApiError> {
         self.0.reload().map_err(ApiError::InvalidConfig)
+    }
+}
+
+/// A suspend's or resume's error for D-Bus: `Busy` while another holds the suspend
+/// lock (the caller may try again), `Failed` otherwise.
+fn suspend_error(err: &anyhow::Error) -> ApiError {
+    if local::is_lock_held(err) {
+        ApiError::Busy(format!("{err:#}"))
+    } else {
+        ApiError::failed(err)
     }
 }

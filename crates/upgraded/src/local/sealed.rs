@@ -69,6 +69,37 @@ impl Staging {
     }
 }
 
+/// Another process holds the suspend lock: the daemon answers D-Bus callers with
+/// `Busy` for it, not `Failed`.
+#[derive(Debug)]
+pub struct LockHeld {
+    pub path: PathBuf,
+    /// The PID the holder wrote into the lock file, if it could be read.
+    pub holder: Option<u32>,
+}
+
+impl std::fmt::Display for LockHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holder = match self.holder {
+            Some(pid) => format!(" held by PID {pid}"),
+            None => String::new(),
+        };
+        write!(
+            f,
+            "another suspend or resume is running (lock {}{holder}); wait for it to finish \
+             and try again",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for LockHeld {}
+
+/// Whether `err` (anywhere in its chain) is a [`LockHeld`].
+pub fn is_lock_held(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<LockHeld>())
+}
+
 /// An exclusive flock(2) on the suspend lock file, held for the whole of a sealed
 /// suspend and of a resume, and so over every cleanup of the staging and sealed
 /// directories. `upgradectl` runs them in its own process and the daemon's D-Bus
@@ -126,15 +157,11 @@ impl SuspendLock {
             Err((file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                 let mut text = String::new();
                 let _ = file.take(32).read_to_string(&mut text);
-                let holder = match text.trim().parse::<u32>() {
-                    Ok(pid) => format!(" held by PID {pid}"),
-                    Err(_) => String::new(),
-                };
-                bail!(
-                    "another suspend or resume is running (lock {}{holder}); wait for it to \
-                     finish and try again",
-                    path.display()
-                )
+                Err(LockHeld {
+                    path: path.to_owned(),
+                    holder: text.trim().parse::<u32>().ok(),
+                }
+                .into())
             }
             Err((_, errno)) => Err(std::io::Error::from(errno))
                 .with_context(|| format!("locking {}", path.display())),
@@ -1415,6 +1442,7 @@ mod tests {
         let mut out = Vec::new();
         let err = super::super::images_rm_in(&bed.settings, &bed.staging, "g2", false, &mut out)
             .unwrap_err();
+        assert!(is_lock_held(&err), "{err:#}");
         let text = format!("{err:#}");
         assert!(
             text.starts_with("removing generation g2: nothing was removed")
