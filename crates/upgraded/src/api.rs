@@ -38,7 +38,8 @@ pub enum ApiError {
     InvalidArgument(String),
     /// A kernel, workload or generation does not exist.
     NotFound(String),
-    /// Another job runs, or the upgrade state does not allow this now.
+    /// Another job runs, another suspend or resume (the daemon's or upgradectl's)
+    /// holds the suspend lock, or the upgrade state does not allow this now.
     Busy(String),
     /// The pre-flight checks refused the upgrade; nothing was changed.
     PreflightFailed(String),
