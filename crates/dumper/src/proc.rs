@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
@@ -308,17 +308,59 @@ pub(crate) fn parse_cgroup_file(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// An open file of a process, as /proc shows it.
+pub struct OpenFile {
+    /// `/proc/<pid>/fd/<n>`.
+    pub link: PathBuf,
+    /// Where the link points: a path, or `socket:[<inode>]`, `pipe:[<inode>]`...
+    pub target: String,
+}
+
+impl OpenFile {
+    /// The `socket:[<inode>]` inode, if this is a socket.
+    pub fn socket_inode(&self) -> Option<u64> {
+        self.target
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+    }
+
+    /// Its `/proc/<pid>/fdinfo/<n>`.
+    pub fn fdinfo(&self) -> Option<PathBuf> {
+        let fd = self.link.file_name()?;
+        Some(self.link.parent()?.parent()?.join("fdinfo").join(fd))
+    }
+}
+
+/// Every open file of the processes `pids`, read from /proc/<pid>/fd. A process or a
+/// descriptor that vanished meanwhile is skipped.
+pub fn open_files(pids: &[u32]) -> Vec<OpenFile> {
+    let mut found = Vec::new();
+    for pid in pids {
+        let dir = Path::new("/proc").join(pid.to_string()).join("fd");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let link = e.path();
+            if let Ok(target) = fs::read_link(&link) {
+                found.push(OpenFile {
+                    target: target.to_string_lossy().into_owned(),
+                    link,
+                });
+            }
+        }
+    }
+    found
+}
+
 /// The files a process has open that are terminals: pty slaves (/dev/pts/N), pty
 /// masters (/dev/ptmx, /dev/pts/ptmx), virtual consoles and serial lines (/dev/tty*)
 /// and /dev/console. A process that vanished has none.
 pub fn terminal_fds(pid: u32) -> Vec<String> {
-    let dir = Path::new("/proc").join(pid.to_string()).join("fd");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|target| target.to_str().map(str::to_owned))
+    open_files(&[pid])
+        .into_iter()
+        .map(|f| f.target)
         .filter(|target| is_terminal_path(target))
         .collect()
 }

@@ -189,25 +189,12 @@ pub fn journal_streams(pids: &[u32]) -> Result<Vec<u64>, Error> {
     let out = cmd::run("ss", ["-x", "-n", "-H"])?;
     let journal_peers = parse_journal_peers(&out);
     let mut found = Vec::new();
-    for pid in pids {
-        let dir = Path::new("/proc").join(pid.to_string()).join("fd");
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(target) = fs::read_link(e.path()) else {
-                continue;
-            };
-            let t = target.to_string_lossy();
-            let ino = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(ino) = ino {
-                if journal_peers.contains(&ino) && !found.contains(&ino) {
-                    found.push(ino);
-                }
-            }
+    for ino in crate::proc::open_files(pids)
+        .iter()
+        .filter_map(crate::proc::OpenFile::socket_inode)
+    {
+        if journal_peers.contains(&ino) && !found.contains(&ino) {
+            found.push(ino);
         }
     }
     found.sort_unstable();
@@ -241,29 +228,20 @@ pub fn external_resources(pids: &[u32]) -> Result<Vec<String>, Error> {
 fn session_ref_fifos(pids: &[u32]) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut found = Vec::new();
-    for pid in pids {
-        let proc_dir = Path::new("/proc").join(pid.to_string());
-        let Ok(entries) = fs::read_dir(proc_dir.join("fd")) else {
+    for f in crate::proc::open_files(pids) {
+        if !is_session_ref(&f.target) {
             continue;
-        };
-        for e in entries.flatten() {
-            let Ok(target) = fs::read_link(e.path()) else {
-                continue;
-            };
-            if !is_session_ref(&target.to_string_lossy()) {
-                continue;
-            }
-            let fdinfo = proc_dir.join("fdinfo").join(e.file_name());
-            let mnt_id = fs::read_to_string(fdinfo)
-                .ok()
-                .and_then(|text| parse_mnt_id(&text));
-            // The inode of the FIFO itself (the link is followed).
-            let ino = fs::metadata(e.path()).ok().map(|m| m.ino());
-            if let (Some(mnt_id), Some(ino)) = (mnt_id, ino) {
-                let key = format!("file[{mnt_id:x}:{ino:x}]");
-                if !found.contains(&key) {
-                    found.push(key);
-                }
+        }
+        let mnt_id = f
+            .fdinfo()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .and_then(|text| parse_mnt_id(&text));
+        // The inode of the FIFO itself (the link is followed).
+        let ino = fs::metadata(&f.link).ok().map(|m| m.ino());
+        if let (Some(mnt_id), Some(ino)) = (mnt_id, ino) {
+            let key = format!("file[{mnt_id:x}:{ino:x}]");
+            if !found.contains(&key) {
+                found.push(key);
             }
         }
     }

@@ -72,36 +72,23 @@ pub fn record(pids: &[u32]) -> String {
     let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
     let bound = bound_paths(&table);
     let mut dirs = BTreeSet::new();
-    for pid in pids {
-        let Ok(entries) = fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(target) = fs::read_link(e.path()) else {
+    for ino in crate::proc::open_files(pids)
+        .iter()
+        .filter_map(crate::proc::OpenFile::socket_inode)
+    {
+        for (_, path) in bound.iter().filter(|(i, _)| *i == ino) {
+            let Some(dir) = Path::new(path).parent() else {
                 continue;
             };
-            let t = target.to_string_lossy();
-            let Some(ino) = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            for (_, path) in bound.iter().filter(|(i, _)| *i == ino) {
-                let Some(dir) = Path::new(path).parent() else {
-                    continue;
+            if let Ok(meta) = fs::metadata(dir) {
+                let d = SocketDir {
+                    path: dir.to_string_lossy().into_owned(),
+                    mode: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
                 };
-                if let Ok(meta) = fs::metadata(dir) {
-                    let d = SocketDir {
-                        path: dir.to_string_lossy().into_owned(),
-                        mode: meta.mode() & 0o7777,
-                        uid: meta.uid(),
-                        gid: meta.gid(),
-                    };
-                    if safe_path(&d.path) {
-                        dirs.insert(d);
-                    }
+                if safe_path(&d.path) {
+                    dirs.insert(d);
                 }
             }
         }
