@@ -190,6 +190,7 @@ fn dump_options(w: &Resolved, o: &CheckpointOptions, leave_running: bool) -> Dum
         parent: None,
         track_mem: false,
         external: Vec::new(),
+        container: w.kind == WorkloadKind::Nspawn,
     }
 }
 
@@ -205,6 +206,12 @@ fn mw_options(dopts: &DumpOptions, w: &Resolved, socket_dirs: &str) -> BTreeMap<
     }
     if let Target::Podman { container } = &w.target {
         o.insert("podman_container".into(), container.clone());
+    }
+    if let Target::Nspawn { machine } = &w.target {
+        o.insert("machine".into(), machine.clone());
+    }
+    if let Some(root) = &w.root_dir {
+        o.insert("root".into(), root.clone());
     }
     if !socket_dirs.is_empty() {
         o.insert("socket_dirs".into(), socket_dirs.to_owned());
@@ -306,17 +313,40 @@ fn pre_dump(
     })
 }
 
-/// Restores the tree in `images` with the options it was dumped with; returns its PID.
+/// A restored tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredTree {
+    /// Its root.
+    pub pid: u32,
+    /// Processes started to serve it (an nspawn machine's console reader), which
+    /// belong in its unit with it.
+    pub helpers: Vec<u32>,
+}
+
+/// Restores the tree in `images` with the options it was dumped with.
 fn restore_images(
     criu: &Criu,
     images: &Path,
     logs: &Path,
     options: &BTreeMap<String, String>,
     unit: Option<&str>,
-) -> Result<u32, Error> {
+) -> Result<RestoredTree, Error> {
     let mut ropts = RestoreOptions::from_recorded(|k| options.get(k).map(String::as_str));
     if let Some(container) = options.get("podman_container") {
-        return podman::restore(container, images, ropts.tcp_established);
+        return podman::restore(container, images, ropts.tcp_established).map(|pid| RestoredTree {
+            pid,
+            helpers: Vec::new(),
+        });
+    }
+    let machine = match options.get("machine") {
+        Some(m) => Some(recorded_machine(m)?),
+        None => None,
+    };
+    if ropts.container {
+        ropts.root = Some(recorded_root(options.get("root").map(String::as_str))?);
+    }
+    if let Some(m) = &machine {
+        crate::nspawn::prepare_host(m)?;
     }
     // A reboot or kexec emptied /tmp and /run, where tmux and screen keep their sockets.
     if let Some(dirs) = options.get("socket_dirs") {
@@ -368,7 +398,56 @@ fn restore_images(
             .push((stand_in.0, std::os::fd::AsRawFd::as_raw_fd(&stand_in.1)));
         streams.push(stand_in.1);
     }
-    criu.restore(&ropts, images, logs)
+    let restored = criu.restore(&ropts, images, logs)?;
+    let mut helpers = Vec::new();
+    if let Some(master) = restored.pts_master {
+        let name = machine.as_deref().unwrap_or("restored");
+        match crate::nspawn::hold_console(name, master) {
+            Ok(pid) => helpers.push(pid),
+            // The master is closed with the error: the container sees its console
+            // hang up, but runs.
+            Err(e) => {
+                warn!(machine = name, error = %e, "restored, but nothing reads the machine's console")
+            }
+        }
+    }
+    Ok(RestoredTree {
+        pid: restored.pid,
+        helpers,
+    })
+}
+
+/// A machine name read back from a manifest: it names a scope and goes to machined.
+fn recorded_machine(name: &str) -> Result<String, Error> {
+    match crate::workload::parse_target(WorkloadKind::Nspawn, name)? {
+        Target::Nspawn { machine } => Ok(machine),
+        _ => unreachable!("parse_target keeps the kind"),
+    }
+}
+
+/// A container's root directory read back from a manifest: CRIU builds the restored
+/// mount namespace on it, so it has to be an absolute, plain path to a directory.
+fn recorded_root(root: Option<&str>) -> Result<PathBuf, Error> {
+    let bad = |why: &str| Error::RecordedOption {
+        field: "root",
+        value: root.unwrap_or("").chars().take(80).collect(),
+        problem: why.to_owned(),
+    };
+    let root = root.ok_or_else(|| bad("a container's images need its root directory"))?;
+    let path = Path::new(root);
+    if !path.is_absolute()
+        || root.len() > 4096
+        || root.contains('\0')
+        || root.split('/').any(|c| c == "." || c == "..")
+    {
+        return Err(bad("not an absolute path without '.' or '..'"));
+    }
+    if !path.is_dir() {
+        return Err(bad(
+            "no such directory: the machine's files must be where they were",
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 fn log_dir(gen: &GenerationId, name: &str) -> Result<PathBuf, Error> {
@@ -452,7 +531,12 @@ fn checkpoint_into(
     } else {
         order
             .iter()
-            .filter(|w| w.kind == WorkloadKind::Service)
+            .filter(|w| {
+                w.kind == WorkloadKind::Service
+                    // A machine run as a service (systemd-nspawn@NAME.service).
+                    || (w.kind == WorkloadKind::Nspawn
+                        && w.unit.as_deref().is_some_and(|u| u.ends_with(".service")))
+            })
             .filter_map(|w| w.unit.as_deref())
             .collect()
     };
@@ -664,8 +748,12 @@ fn checkpoint_into(
                 // Its only copy is in the pending images: bring it back now.
                 warn!(workload = %w.name, "commit failed; restoring the stopped workload from the pending images");
                 let logs = log_dir(&gen, w.name.as_str())?;
-                let recovered =
-                    restore_images(criu, &images, &logs, &options, w.unit.as_deref()).map(|_| ());
+                let recovered = restore_images(criu, &images, &logs, &options, w.unit.as_deref())
+                    .map(|tree| {
+                        if let Some(m) = options.get("machine") {
+                            settle_machine(m, options.get("root"), &tree);
+                        }
+                    });
                 if let Err(re) = recovered {
                     return Err(Error::CommitAndRecoveryFailed {
                         workload: w.name.to_string(),
@@ -765,12 +853,12 @@ fn abandon(pending: crate::area::PendingGeneration) {
 
 /// Fails if a PID the generation needs is in use, naming it and its holder.
 pub fn check_pids_free(manifest: &Manifest) -> Result<(), Error> {
-    // Podman restores containers into PID namespaces of their own: the host-side
-    // PIDs it had before need not be free.
+    // Podman and nspawn containers are restored into PID namespaces of their own: the
+    // host-side PIDs they had before need not be free.
     for w in manifest
         .workloads
         .iter()
-        .filter(|w| w.kind != WorkloadKind::Podman)
+        .filter(|w| !matches!(w.kind, WorkloadKind::Podman | WorkloadKind::Nspawn))
     {
         for &pid in &w.pids {
             let comm = Path::new("/proc").join(pid.to_string()).join("comm");
@@ -800,14 +888,14 @@ pub struct RestoreReport {
 /// generation, writing the restored PID to the given file (see [`service`]).
 pub type ServiceRestoreCmd<'a> = &'a dyn Fn(&GenerationId, &str, &Path) -> Vec<String>;
 
-/// Restores one workload's tree with CRIU where the caller runs; returns its root PID.
-/// The caller has verified the images.
+/// Restores one workload's tree with CRIU where the caller runs. The caller has
+/// verified the images.
 pub fn restore_tree(
     area: &Area,
     criu: &Criu,
     gen: &GenerationId,
     w: &Workload,
-) -> Result<u32, Error> {
+) -> Result<RestoredTree, Error> {
     let images = area.generation_path(gen).join(w.name.as_str());
     let logs = log_dir(gen, w.name.as_str())?;
     restore_images(criu, &images, &logs, &w.options, w.unit.as_deref()).map_err(|e| {
@@ -887,9 +975,17 @@ pub fn restore_verified(
                 })?;
                 (pid, Some(unit.clone()))
             }
+            (WorkloadKind::Nspawn, _, _) => {
+                let tree = restore_tree(area, criu, gen, w)?;
+                let scope = w
+                    .options
+                    .get("machine")
+                    .and_then(|m| settle_machine(m, w.options.get("root"), &tree));
+                (tree.pid, scope)
+            }
             _ => {
-                let pid = restore_tree(area, criu, gen, w)?;
-                (pid, place_in_scope(w, pid))
+                let tree = restore_tree(area, criu, gen, w)?;
+                (tree.pid, place_in_scope(w, tree.pid))
             }
         };
         let restore_secs = t.elapsed().as_secs_f64();
@@ -914,6 +1010,78 @@ pub fn restore_verified(
     Ok(reports)
 }
 
+/// Puts a restored machine (its tree as it is now, in its own PID namespace, and its
+/// console reader) into `machine-<name>.scope` and registers it with machined again.
+/// Returns the scope; a failure leaves the machine running, with a warning.
+fn settle_machine(machine: &str, root: Option<&String>, tree: &RestoredTree) -> Option<String> {
+    let scope = crate::nspawn::scope(machine);
+    // The scope starts with the long-lived processes only: systemd fails a scope whose
+    // PIDs vanish while it moves them (Result: resources), and the machine's short-lived
+    // ones (a shell's `sleep`) do. The rest follow through cgroup.procs.
+    let mut first = vec![tree.pid];
+    first.extend(&tree.helpers);
+    let placed = start_scope(
+        &scope,
+        &|| first.clone(),
+        &format!("Container {machine} (restored by upgraded)"),
+        &crate::nspawn::scope_properties(tree.pid),
+    )
+    .and_then(|()| gather_into_scope(&scope, tree.pid));
+    if let Err(e) = &placed {
+        warn!(machine, scope = %scope, error = %e, "restored, but could not place the machine in a scope");
+    }
+    crate::nspawn::register(machine, tree.pid, root.map_or("", String::as_str));
+    placed.ok().map(|()| scope)
+}
+
+/// Moves every process of the tree of `root` that is outside `scope`'s cgroup into it,
+/// until none is left (a process forks while its parent moves).
+fn gather_into_scope(scope: &str, root: u32) -> Result<(), Error> {
+    // systemd makes the cgroup when its start job runs, just after the call returns.
+    let mut cgroup = String::new();
+    for _ in 0..50 {
+        cgroup = cmd::run(
+            "systemctl",
+            ["show", "--property=ControlGroup", "--value", "--", scope],
+        )?
+        .trim()
+        .to_owned();
+        if !cgroup.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if cgroup.is_empty() {
+        return Err(Error::CgroupPath {
+            cgroup: scope.to_owned(),
+            reason: "systemd made no cgroup for the scope within 5 s".into(),
+        });
+    }
+    let mount = crate::freezer::Cgroup2Mount::discover()?;
+    let inside = |c: &Option<String>| {
+        c.as_deref()
+            .is_some_and(|c| c == cgroup || c.starts_with(&format!("{cgroup}/")))
+    };
+    for _ in 0..5 {
+        let table = crate::proc::ProcessTable::scan()?;
+        let outside: Vec<u32> = table
+            .descendants(root)
+            .into_iter()
+            .filter(|&p| table.get(p).is_some_and(|e| !inside(&e.cgroup)))
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        for pid in outside {
+            // One that exited meanwhile is no loss.
+            if let Err(e) = mount.move_into(&cgroup, pid) {
+                tracing::debug!(pid, error = %e, "not moved into the machine's scope");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Puts a restored tree into a systemd scope so `systemctl status` shows it again:
 /// its old scope's name when that is free, else `upgraded-<name>.scope`. A failure
 /// here leaves the workload running where CRIU put it, with a warning.
@@ -923,12 +1091,52 @@ fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
         // of its own.
         return None;
     }
-    let pids = live_tree(root_pid, &w.pids);
+    let pids = || live_tree(root_pid, &w.pids);
     let preferred = w
         .unit
         .clone()
         .filter(|u| u.ends_with(".scope"))
         .unwrap_or_else(|| format!("upgraded-{}.scope", sanitize_unit(w.name.as_str())));
+    match start_scope(
+        &preferred,
+        &pids,
+        &format!("{} (restored by upgraded)", w.name),
+        &[],
+    ) {
+        Ok(()) => Some(preferred),
+        Err(e) => {
+            warn!(workload = %w.name, scope = %preferred, error = %e, "restored, but could not place it in a scope");
+            None
+        }
+    }
+}
+
+/// Starts transient scope `scope` with the running processes `pids()`.
+/// `extra`: more properties, as busctl takes them (name, signature, value).
+fn start_scope(
+    scope: &str,
+    pids: &dyn Fn() -> Vec<u32>,
+    description: &str,
+    extra: &[[String; 3]],
+) -> Result<(), Error> {
+    // systemd refuses the whole call if one PID is gone, and a workload's short-lived
+    // children (a shell's `sleep`) come and go: list them again and retry.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match start_scope_once(scope, &pids(), description, extra) {
+            Err(e) if tries < 5 && e.to_string().contains("does not exist") => continue,
+            other => return other,
+        }
+    }
+}
+
+fn start_scope_once(
+    scope: &str,
+    pids: &[u32],
+    description: &str,
+    extra: &[[String; 3]],
+) -> Result<(), Error> {
     let mut args: Vec<String> = vec![
         "call".into(),
         "org.freedesktop.systemd1".into(),
@@ -936,27 +1144,18 @@ fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
         "org.freedesktop.systemd1.Manager".into(),
         "StartTransientUnit".into(),
         "ssa(sv)a(sa(sv))".into(),
-        preferred.clone(),
+        scope.to_owned(),
         "fail".into(),
-        "2".into(),
+        (2 + extra.len()).to_string(),
         "PIDs".into(),
         "au".into(),
         pids.len().to_string(),
     ];
     args.extend(pids.iter().map(|p| p.to_string()));
-    args.extend([
-        "Description".into(),
-        "s".into(),
-        format!("{} (restored by upgraded)", w.name),
-        "0".into(),
-    ]);
-    match cmd::run("busctl", &args) {
-        Ok(_) => Some(preferred),
-        Err(e) => {
-            warn!(workload = %w.name, scope = %preferred, error = %e, "restored, but could not place it in a scope");
-            None
-        }
-    }
+    args.extend(["Description".into(), "s".into(), description.to_owned()]);
+    args.extend(extra.iter().flatten().cloned());
+    args.push("0".into());
+    cmd::run("busctl", &args).map(|_| ())
 }
 
 /// The PIDs of the recorded tree that are alive now (restored PIDs are the dumped ones).
@@ -990,6 +1189,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recorded_container_values_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(recorded_root(Some(root)).unwrap(), dir.path());
+        for bad in [
+            None,
+            Some(""),
+            Some("relative/dir"),
+            Some("/var/lib/machines/../../etc"),
+            Some("/tmp/./x"),
+            Some("/tmp/."),
+            Some("/nonexistent/upgraded-test"),
+        ] {
+            let err = recorded_root(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("root") && err.contains("refused"),
+                "{bad:?}: {err}"
+            );
+        }
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(recorded_root(file.to_str()).is_err());
+
+        assert_eq!(recorded_machine("tiny").unwrap(), "tiny");
+        for bad in ["", "../x", "a/b", "-x", "a\nb", &"m".repeat(65)] {
+            assert!(recorded_machine(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn cpu_info_takes_the_first_processor() {
         let text = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\nmodel name\t: Xeon\nflags\t\t: fpu sse\n\nprocessor\t: 1\nvendor_id\t: Other\n";
         let m = cpu_info(text);
@@ -1021,6 +1250,7 @@ mod tests {
             owns_cgroup: true,
             session_leader: true,
             uses_tty: true,
+            root_dir: None,
         }
     }
 

@@ -59,6 +59,34 @@ where
         })
 }
 
+/// Starts `program args...` in the background reading `stdin`, its stdout and stderr
+/// to /dev/null; returns its PID. A thread reaps it when it ends, so a long-running
+/// caller (the daemon) keeps no zombie.
+pub fn spawn_reading<I, S>(
+    program: &str,
+    args: I,
+    stdin: std::os::fd::OwnedFd,
+) -> Result<u32, Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: command_line(program, &args),
+            source,
+        })?;
+    let pid = child.id();
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
 fn output<I, S>(program: &str, args: I) -> Result<Output, Error>
 where
     I: IntoIterator<Item = S>,

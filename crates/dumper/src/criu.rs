@@ -9,7 +9,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recv, recvmsg, send, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType,
+};
 use nix::sys::stat::Mode;
 use protobuf::{Enum, EnumOrUnknown, Message, MessageField};
 use rust_criu::rust_criu_protobuf::rpc;
@@ -71,6 +74,11 @@ pub struct DumpOptions {
     /// Resources outside the tree, in CRIU's `--external` syntax (`unix[<inode>]` for a
     /// socket whose peer stays behind, e.g. a journald stream).
     pub external: Vec<String>,
+    /// The tree is a container (an nspawn machine): its root is the init of its own
+    /// PID and mount namespaces. Mounts that come from outside it (bind mounts of host
+    /// files) are dumped as external, with their sharing, and its console, a pty slave
+    /// whose master the container manager holds, is dumped without the master.
+    pub container: bool,
 }
 
 impl DumpOptions {
@@ -92,6 +100,9 @@ impl DumpOptions {
         if !self.external.is_empty() {
             v.push(("external".to_owned(), self.external.join(",")));
         }
+        if self.container {
+            v.push(("container".to_owned(), "true".to_owned()));
+        }
         v
     }
 }
@@ -106,6 +117,22 @@ pub struct RestoreOptions {
     /// Descriptors (of this process, without CLOEXEC) that stand in for resources
     /// dumped as external, by CRIU key (e.g. `socket:[1234]`).
     pub inherit: Vec<(String, std::os::fd::RawFd)>,
+    /// See [`DumpOptions::container`]: on restore CRIU gives the console a new pty
+    /// and hands its master back ([`Restored::pts_master`]).
+    pub container: bool,
+    /// The directory the container's root file system is in (its mount namespace is
+    /// rebuilt on top of it).
+    pub root: Option<PathBuf>,
+}
+
+/// What a restore brought back.
+#[derive(Debug)]
+pub struct Restored {
+    /// The root of the restored tree.
+    pub pid: u32,
+    /// A container's console: the master of the pty CRIU made for it. Someone has to
+    /// hold it and read it, or the container loses its console (hangup) or blocks on it.
+    pub pts_master: Option<OwnedFd>,
 }
 
 impl RestoreOptions {
@@ -118,6 +145,8 @@ impl RestoreOptions {
             ext_unix_sk: flag("ext_unix_sk"),
             file_locks: flag("file_locks"),
             inherit: Vec::new(),
+            container: flag("container"),
+            root: None,
         }
     }
 }
@@ -171,7 +200,7 @@ impl Criu {
 
     /// CRIU's version, as it reports it over RPC.
     pub fn version(&self) -> Result<CriuVersion, Error> {
-        let resp = self.call(rpc::Criu_req_type::VERSION, None, "version", None)?;
+        let (resp, _) = self.call(rpc::Criu_req_type::VERSION, None, "version", None)?;
         let v = resp.version.as_ref().ok_or_else(|| Error::CriuProtocol {
             what: "the version reply carries no version".to_owned(),
         })?;
@@ -235,18 +264,21 @@ impl Criu {
             opts.set_parent_img(p.clone());
         }
         opts.external = o.external.clone();
+        if o.container {
+            set_container_opts(&mut opts);
+        }
         self.call(kind, Some(opts), what, Some(work_dir))
-            .map(|_| ())
+            .map(|(_, _)| ())
     }
 
-    /// Restores the tree in `images`; returns the PID of its root. The restored tree
-    /// lands in the cgroup of the caller; placing it is the caller's job.
+    /// Restores the tree in `images`. The restored tree lands in the cgroup of the
+    /// caller; placing it is the caller's job.
     pub fn restore(
         &self,
         o: &RestoreOptions,
         images: &Path,
         work_dir: &Path,
-    ) -> Result<u32, Error> {
+    ) -> Result<Restored, Error> {
         let images_fd = open_dir(images)?;
         let work_fd = open_dir(work_dir)?;
         let mut opts = base_opts(&images_fd, &work_fd, "restore");
@@ -264,30 +296,42 @@ impl Criu {
                 i
             })
             .collect();
-        let resp = self.call(
+        if o.container {
+            set_container_opts(&mut opts);
+            if let Some(root) = &o.root {
+                opts.set_root(root.to_string_lossy().into_owned());
+            }
+            // The console's new master comes back in an "orphan-pts-master"
+            // notification, which CRIU sends only to clients that take notifications.
+            opts.set_notify_scripts(true);
+        }
+        let (resp, pts_master) = self.call(
             rpc::Criu_req_type::RESTORE,
             Some(opts),
             "restore",
             Some(work_dir),
         )?;
-        resp.restore
+        let pid = resp
+            .restore
             .as_ref()
             .and_then(|r| r.pid)
             .filter(|&p| p > 0)
             .map(|p| p as u32)
             .ok_or_else(|| Error::CriuProtocol {
                 what: "the restore reply carries no PID".to_owned(),
-            })
+            })?;
+        Ok(Restored { pid, pts_master })
     }
 
-    /// One request to a fresh `criu swrk`, answering its notifications, until the reply.
+    /// One request to a fresh `criu swrk`, answering its notifications, until the reply;
+    /// with it the pty master of an "orphan-pts-master" notification, if one came.
     fn call(
         &self,
         kind: rpc::Criu_req_type,
         opts: Option<rpc::Criu_opts>,
         what: &'static str,
         work_dir: Option<&Path>,
-    ) -> Result<rpc::Criu_resp, Error> {
+    ) -> Result<(rpc::Criu_resp, Option<OwnedFd>), Error> {
         // No CLOEXEC: criu swrk inherits its end (and the directory fds in opts).
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -328,13 +372,18 @@ impl Criu {
         kind: rpc::Criu_req_type,
         what: &'static str,
         work_dir: Option<&Path>,
-    ) -> Result<rpc::Criu_resp, Error> {
+    ) -> Result<(rpc::Criu_resp, Option<OwnedFd>), Error> {
         send_msg(sock, req, &self.path)?;
+        let mut pts_master = None;
         loop {
-            let resp = recv_msg(sock, &self.path)?;
+            let (resp, fd) = recv_msg(sock, &self.path)?;
             let rtype = resp.type_.map(|t| t.value()).unwrap_or(0);
             if rtype == rpc::Criu_req_type::NOTIFY.value() {
-                // We use no action scripts: acknowledge and go on.
+                // Only "orphan-pts-master" carries a descriptor; any other is closed.
+                if resp.notify.script() == "orphan-pts-master" {
+                    pts_master = fd.or(pts_master);
+                }
+                // We run no action scripts: acknowledge and go on.
                 let mut ack = rpc::Criu_req::new();
                 ack.type_ = Some(EnumOrUnknown::new(rpc::Criu_req_type::NOTIFY));
                 ack.set_notify_success(true);
@@ -362,10 +411,30 @@ impl Criu {
                     log_tail,
                 });
             }
-            return Ok(resp);
+            return Ok((resp, pts_master));
         }
     }
 }
+
+/// What a container's dump and restore need beyond a plain tree's.
+fn set_container_opts(opts: &mut rpc::Criu_opts) {
+    // Bind mounts from the host (nspawn's /etc/resolv.conf, /run/host/...) are dumped
+    // as external, keyed by their host path, and bound again from there on restore;
+    // they are slaves of shared host mounts, hence sharing and masters.
+    opts.set_auto_ext_mnt(true);
+    opts.set_ext_sharing(true);
+    opts.set_ext_masters(true);
+    // The console is a pty slave whose master the container manager holds outside.
+    opts.set_orphan_pts_master(true);
+    // nspawn's fake boot ID, a bind mount of a deleted file in the container's /run,
+    // seen at two places; CRIU 3.17 re-creates the deleted file for the first and then
+    // fails on the second ("Can't re-create deleted file ... File exists"). It is left
+    // out: the restored container reads the host's boot ID, which is a new boot's.
+    opts.skip_mnt = vec![NSPAWN_BOOT_ID.to_owned()];
+}
+
+/// Where systemd-nspawn mounts the container's own boot ID.
+const NSPAWN_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 fn base_opts(images: &OwnedFd, work: &OwnedFd, what: &str) -> rpc::Criu_opts {
     let mut opts = rpc::Criu_opts::new();
@@ -400,7 +469,16 @@ fn send_msg(sock: &OwnedFd, req: &rpc::Criu_req, criu: &Path) -> Result<(), Erro
     Ok(())
 }
 
-fn recv_msg(sock: &OwnedFd, criu: &Path) -> Result<rpc::Criu_resp, Error> {
+/// Takes ownership of a descriptor that arrived in an SCM_RIGHTS message.
+#[allow(unsafe_code)]
+fn adopt_received(raw: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: recvmsg just installed `raw` in this process for us; nothing else
+    // knows or owns it.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+}
+
+/// One message, and the descriptor passed along with it, if any (SCM_RIGHTS).
+fn recv_msg(sock: &OwnedFd, criu: &Path) -> Result<(rpc::Criu_resp, Option<OwnedFd>), Error> {
     // Learn the datagram's size first, then read it whole.
     let mut probe = [0u8; 0];
     let len = recv(
@@ -418,11 +496,33 @@ fn recv_msg(sock: &OwnedFd, criu: &Path) -> Result<rpc::Criu_resp, Error> {
         });
     }
     let mut buf = vec![0u8; len];
-    let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
         .map_err(|e| io_err("reading a reply from criu swrk", criu, e))?;
-    rpc::Criu_resp::parse_from_bytes(&buf[..n]).map_err(|e| Error::CriuProtocol {
+        let mut fd = None;
+        for c in msg
+            .cmsgs()
+            .map_err(|e| io_err("reading a reply from criu swrk", criu, e))?
+        {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    fd.get_or_insert(adopt_received(raw));
+                }
+            }
+        }
+        (msg.bytes, fd)
+    };
+    let resp = rpc::Criu_resp::parse_from_bytes(&buf[..n]).map_err(|e| Error::CriuProtocol {
         what: format!("decoding a reply: {e}"),
-    })
+    })?;
+    Ok((resp, fd))
 }
 
 #[cfg(test)]
@@ -455,7 +555,19 @@ mod tests {
             dump.describe().into_iter().collect();
         let r = RestoreOptions::from_recorded(|k| recorded.get(k).map(String::as_str));
         assert!(r.tcp_established && r.shell_job);
-        assert!(!r.ext_unix_sk && !r.file_locks);
+        assert!(!r.ext_unix_sk && !r.file_locks && !r.container);
+        assert!(!recorded.contains_key("container"));
+
+        let dump = DumpOptions {
+            container: true,
+            ..Default::default()
+        };
+        let recorded: std::collections::BTreeMap<String, String> =
+            dump.describe().into_iter().collect();
+        let r = RestoreOptions::from_recorded(|k| recorded.get(k).map(String::as_str));
+        assert!(r.container);
+        // The root comes from the manifest's own, validated field (checkpoint.rs).
+        assert_eq!(r.root, None);
     }
 
     #[test]

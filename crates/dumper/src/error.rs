@@ -227,6 +227,17 @@ pub enum Error {
     },
 
     #[error(
+        "the images record {field} = {value:?}, which is refused: {problem}; nothing was \
+         restored"
+    )]
+    RecordedOption {
+        field: &'static str,
+        /// At most 80 characters of it.
+        value: String,
+        problem: String,
+    },
+
+    #[error(
         "manifest {}: field {field} may not change once the generation is committed; \
          only states may be updated",
         path.display()

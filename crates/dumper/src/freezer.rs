@@ -93,6 +93,16 @@ impl Cgroup2Mount {
         Ok(self.mount_point.join(rel.trim_start_matches('/')))
     }
 
+    /// Moves process `pid` into `cgroup` (a write of its cgroup.procs).
+    pub fn move_into(&self, cgroup: &str, pid: u32) -> Result<()> {
+        let procs = self.dir_of(cgroup)?.join("cgroup.procs");
+        fs::write(&procs, format!("{pid}\n")).map_err(|source| Error::Io {
+            action: "moving a process into",
+            path: procs,
+            source,
+        })
+    }
+
     /// The PIDs of the processes in `cgroup` and every cgroup below it, sorted.
     pub fn procs_recursive(&self, cgroup: &str) -> Result<Vec<u32>> {
         let dir = self.dir_of(cgroup)?;

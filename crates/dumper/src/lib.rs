@@ -18,6 +18,7 @@ pub mod faults;
 pub mod freezer;
 mod fsutil;
 pub mod manifest;
+pub mod nspawn;
 pub mod podman;
 pub mod predump;
 pub mod proc;

@@ -322,7 +322,7 @@ pub fn internals_restore_unit(
         .find(|w| w.name.as_str() == workload)
         .with_context(|| format!("generation {gen} has no workload {workload:?}"))?;
     let criu = Criu::locate()?;
-    let pid = checkpoint::restore_tree(&area, &criu, &gen, w)?;
+    let pid = checkpoint::restore_tree(&area, &criu, &gen, w)?.pid;
     std::fs::write(pid_file, format!("{pid}\n"))
         .with_context(|| format!("writing {}", pid_file.display()))?;
     Ok(())

@@ -85,6 +85,8 @@ struct FakeHost {
     ttys: BTreeSet<u32>,
     /// Processes born after the table was read: child -> parent.
     born_later: BTreeMap<u32, u32>,
+    /// (pid, namespace type) -> namespace; every other process is in `<type>:[1]`.
+    namespaces: BTreeMap<(u32, String), String>,
 }
 
 impl FakeHost {
@@ -188,6 +190,15 @@ impl Host for FakeHost {
         OWN_PID
     }
 
+    fn namespace(&self, pid: u32, ns: &str) -> Option<String> {
+        Some(
+            self.namespaces
+                .get(&(pid, ns.to_owned()))
+                .cloned()
+                .unwrap_or_else(|| format!("{ns}:[1]")),
+        )
+    }
+
     fn parent_of(&self, pid: u32) -> Option<u32> {
         self.born_later
             .get(&pid)
@@ -246,6 +257,7 @@ fn process_tree() {
             owns_cgroup: false,
             session_leader: true,
             uses_tty: false,
+            root_dir: None,
         }
     );
     let r = resolve_on(&host, Target::Process { pid: 801 }).unwrap();
@@ -589,33 +601,57 @@ fn podman_container() {
 
 #[test]
 fn nspawn_machine() {
+    const SHOW: &str = "machinectl show --property=Leader --property=Unit \
+                        --property=RootDirectory --property=Class --";
     let host = FakeHost::new()
         .ok(
-            "machinectl show --property=Leader --property=Unit -- deb",
-            "Leader=900\nUnit=machine-deb.scope\n",
+            &format!("{SHOW} deb"),
+            "Leader=900\nUnit=machine-deb.scope\nRootDirectory=/var/lib/machines/deb\nClass=container\n",
         )
-        .unit("machine-deb.scope", "active", MACHINE, 0)
+        .ok(
+            &format!("{SHOW} vm"),
+            "Leader=900\nUnit=machine-vm.scope\nRootDirectory=\nClass=vm\n",
+        )
+        .ok(
+            &format!("{SHOW} img"),
+            "Leader=900\nUnit=machine-img.scope\nRootDirectory=\nClass=container\n",
+        )
         .fail(
-            "machinectl show --property=Leader --property=Unit -- nope",
+            &format!("{SHOW} nope"),
             "",
             "Could not get path to machine: No machine 'nope' known\n",
         );
-    let r = resolve_on(
-        &host,
-        Target::Nspawn {
-            machine: "deb".into(),
-        },
-    )
-    .unwrap();
+    let nspawn = |m: &str| Target::Nspawn { machine: m.into() };
+    let r = resolve_on(&host, nspawn("deb")).unwrap();
     assert_eq!(r.kind, WorkloadKind::Nspawn);
+    // The container's tree and cgroup; the unit is the machine's, for systemd.
     assert_eq!(r.unit.as_deref(), Some("machine-deb.scope"));
-    assert_eq!((r.root_pid, r.pids), (900, vec![900, 901]));
+    assert_eq!((r.root_pid, r.pids.clone()), (900, vec![900, 901]));
+    assert_eq!(r.cgroup.as_deref(), Some(MACHINE));
+    assert_eq!(r.root_dir.as_deref(), Some("/var/lib/machines/deb"));
     expect_err(
         &host,
-        Target::Nspawn {
-            machine: "nope".into(),
-        },
+        nspawn("nope"),
         &["machine nope was not found", "machinectl list"],
+    );
+    expect_err(&host, nspawn("vm"), &["class \"vm\"", "hypervisor"]);
+    // Namespaces CRIU cannot dump with nspawn's mounts are refused up front.
+    for (ns, says) in [
+        ("net", ["network namespace of its own", "host's network"]),
+        ("user", ["user namespace of its own", "--private-users=no"]),
+    ] {
+        let mut host = FakeHost::new().ok(
+            &format!("{SHOW} deb"),
+            "Leader=900\nUnit=machine-deb.scope\nRootDirectory=/var/lib/machines/deb\nClass=container\n",
+        );
+        host.namespaces
+            .insert((900, ns.to_owned()), format!("{ns}:[2]"));
+        expect_err(&host, nspawn("deb"), &says);
+    }
+    expect_err(
+        &host,
+        nspawn("img"),
+        &["no usable root directory", "--directory="],
     );
 }
 

@@ -53,6 +53,7 @@ fn resolved(name: &str, target: Target, rss_bytes: u64) -> WorkloadInput {
             owns_cgroup: false,
             session_leader: true,
             uses_tty: true,
+            root_dir: None,
         }),
     }
 }
