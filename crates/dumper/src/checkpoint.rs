@@ -985,7 +985,7 @@ pub fn restore_verified(
             }
             _ => {
                 let tree = restore_tree(area, criu, gen, w)?;
-                (tree.pid, place_in_scope(w, tree.pid))
+                (tree.pid, place_in_scope(w, &tree))
             }
         };
         let restore_secs = t.elapsed().as_secs_f64();
@@ -1015,23 +1015,33 @@ pub fn restore_verified(
 /// Returns the scope; a failure leaves the machine running, with a warning.
 fn settle_machine(machine: &str, root: Option<&String>, tree: &RestoredTree) -> Option<String> {
     let scope = crate::nspawn::scope(machine);
-    // The scope starts with the long-lived processes only: systemd fails a scope whose
-    // PIDs vanish while it moves them (Result: resources), and the machine's short-lived
-    // ones (a shell's `sleep`) do. The rest follow through cgroup.procs.
-    let mut first = vec![tree.pid];
-    first.extend(&tree.helpers);
-    let placed = start_scope(
+    let placed = place_tree(
         &scope,
-        &|| first.clone(),
+        tree,
         &format!("Container {machine} (restored by upgraded)"),
         &crate::nspawn::scope_properties(tree.pid),
-    )
-    .and_then(|()| gather_into_scope(&scope, tree.pid));
+    );
     if let Err(e) = &placed {
         warn!(machine, scope = %scope, error = %e, "restored, but could not place the machine in a scope");
     }
     crate::nspawn::register(machine, tree.pid, root.map_or("", String::as_str));
     placed.ok().map(|()| scope)
+}
+
+/// Starts transient scope `scope` with the restored `tree` in it. The scope starts with
+/// the long-lived processes only (the root and its helpers): systemd fails a scope
+/// whose PIDs vanish while it moves them (Result: resources), and a workload's
+/// short-lived ones (a shell's `sleep`) do. The rest follow through cgroup.procs.
+fn place_tree(
+    scope: &str,
+    tree: &RestoredTree,
+    description: &str,
+    extra: &[[String; 3]],
+) -> Result<(), Error> {
+    let mut first = vec![tree.pid];
+    first.extend(&tree.helpers);
+    start_scope(scope, &first, description, extra)?;
+    gather_into_scope(scope, tree.pid)
 }
 
 /// Moves every process of the tree of `root` that is outside `scope`'s cgroup into it,
@@ -1085,21 +1095,20 @@ fn gather_into_scope(scope: &str, root: u32) -> Result<(), Error> {
 /// Puts a restored tree into a systemd scope so `systemctl status` shows it again:
 /// its old scope's name when that is free, else `upgraded-<name>.scope`. A failure
 /// here leaves the workload running where CRIU put it, with a warning.
-fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
+fn place_in_scope(w: &Workload, tree: &RestoredTree) -> Option<String> {
     if matches!(w.kind, WorkloadKind::Service | WorkloadKind::Podman) {
         // Services are taken back by their own unit; podman puts containers in scopes
         // of its own.
         return None;
     }
-    let pids = || live_tree(root_pid, &w.pids);
     let preferred = w
         .unit
         .clone()
         .filter(|u| u.ends_with(".scope"))
         .unwrap_or_else(|| format!("upgraded-{}.scope", sanitize_unit(w.name.as_str())));
-    match start_scope(
+    match place_tree(
         &preferred,
-        &pids,
+        tree,
         &format!("{} (restored by upgraded)", w.name),
         &[],
     ) {
@@ -1111,27 +1120,9 @@ fn place_in_scope(w: &Workload, root_pid: u32) -> Option<String> {
     }
 }
 
-/// Starts transient scope `scope` with the running processes `pids()`.
+/// Starts transient scope `scope` with the running processes `pids`.
 /// `extra`: more properties, as busctl takes them (name, signature, value).
 fn start_scope(
-    scope: &str,
-    pids: &dyn Fn() -> Vec<u32>,
-    description: &str,
-    extra: &[[String; 3]],
-) -> Result<(), Error> {
-    // systemd refuses the whole call if one PID is gone, and a workload's short-lived
-    // children (a shell's `sleep`) come and go: list them again and retry.
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match start_scope_once(scope, &pids(), description, extra) {
-            Err(e) if tries < 5 && e.to_string().contains("does not exist") => continue,
-            other => return other,
-        }
-    }
-}
-
-fn start_scope_once(
     scope: &str,
     pids: &[u32],
     description: &str,
@@ -1156,19 +1147,6 @@ fn start_scope_once(
     args.extend(extra.iter().flatten().cloned());
     args.push("0".into());
     cmd::run("busctl", &args).map(|_| ())
-}
-
-/// The PIDs of the recorded tree that are alive now (restored PIDs are the dumped ones).
-fn live_tree(root: u32, recorded: &[u32]) -> Vec<u32> {
-    let mut v: Vec<u32> = recorded
-        .iter()
-        .copied()
-        .filter(|p| Path::new("/proc").join(p.to_string()).exists())
-        .collect();
-    if !v.contains(&root) {
-        v.push(root);
-    }
-    v
 }
 
 /// A unit-name-safe form of a workload name (systemd allows [A-Za-z0-9:_.\\-]).
