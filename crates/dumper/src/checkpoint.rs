@@ -321,6 +321,9 @@ pub struct RestoredTree {
     /// Processes started to serve it (an nspawn machine's console reader), which
     /// belong in its unit with it.
     pub helpers: Vec<u32>,
+    /// For an nspawn machine: its name and root directory, as validated from the
+    /// manifest before the restore.
+    pub machine: Option<(String, PathBuf)>,
 }
 
 /// Restores the tree in `images` with the options it was dumped with.
@@ -336,6 +339,7 @@ fn restore_images(
         return podman::restore(container, images, ropts.tcp_established).map(|pid| RestoredTree {
             pid,
             helpers: Vec::new(),
+            machine: None,
         });
     }
     let machine = match options.get("machine") {
@@ -414,6 +418,7 @@ fn restore_images(
     Ok(RestoredTree {
         pid: restored.pid,
         helpers,
+        machine: machine.zip(ropts.root),
     })
 }
 
@@ -750,8 +755,8 @@ fn checkpoint_into(
                 let logs = log_dir(&gen, w.name.as_str())?;
                 let recovered = restore_images(criu, &images, &logs, &options, w.unit.as_deref())
                     .map(|tree| {
-                        if let Some(m) = options.get("machine") {
-                            settle_machine(m, options.get("root"), &tree);
+                        if let Some(m) = &tree.machine {
+                            settle_machine(m, &tree);
                         }
                     });
                 if let Err(re) = recovered {
@@ -975,17 +980,13 @@ pub fn restore_verified(
                 })?;
                 (pid, Some(unit.clone()))
             }
-            (WorkloadKind::Nspawn, _, _) => {
-                let tree = restore_tree(area, criu, gen, w)?;
-                let scope = w
-                    .options
-                    .get("machine")
-                    .and_then(|m| settle_machine(m, w.options.get("root"), &tree));
-                (tree.pid, scope)
-            }
             _ => {
                 let tree = restore_tree(area, criu, gen, w)?;
-                (tree.pid, place_in_scope(w, &tree))
+                let scope = match &tree.machine {
+                    Some(m) => settle_machine(m, &tree),
+                    None => place_in_scope(w, &tree),
+                };
+                (tree.pid, scope)
             }
         };
         let restore_secs = t.elapsed().as_secs_f64();
@@ -1013,7 +1014,7 @@ pub fn restore_verified(
 /// Puts a restored machine (its tree as it is now, in its own PID namespace, and its
 /// console reader) into `machine-<name>.scope` and registers it with machined again.
 /// Returns the scope; a failure leaves the machine running, with a warning.
-fn settle_machine(machine: &str, root: Option<&String>, tree: &RestoredTree) -> Option<String> {
+fn settle_machine((machine, root): &(String, PathBuf), tree: &RestoredTree) -> Option<String> {
     let scope = crate::nspawn::scope(machine);
     let placed = place_tree(
         &scope,
@@ -1024,7 +1025,7 @@ fn settle_machine(machine: &str, root: Option<&String>, tree: &RestoredTree) -> 
     if let Err(e) = &placed {
         warn!(machine, scope = %scope, error = %e, "restored, but could not place the machine in a scope");
     }
-    crate::nspawn::register(machine, tree.pid, root.map_or("", String::as_str));
+    crate::nspawn::register(machine, tree.pid, &root.to_string_lossy());
     placed.ok().map(|()| scope)
 }
 

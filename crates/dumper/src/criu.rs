@@ -426,15 +426,12 @@ fn set_container_opts(opts: &mut rpc::Criu_opts) {
     opts.set_ext_masters(true);
     // The console is a pty slave whose master the container manager holds outside.
     opts.set_orphan_pts_master(true);
-    // nspawn's fake boot ID, a bind mount of a deleted file in the container's /run,
-    // seen at two places; CRIU 3.17 re-creates the deleted file for the first and then
-    // fails on the second ("Can't re-create deleted file ... File exists"). It is left
-    // out: the restored container reads the host's boot ID, which is a new boot's.
-    opts.skip_mnt = vec![NSPAWN_BOOT_ID.to_owned()];
+    // Mounts CRIU cannot restore, left out ([`crate::nspawn::SKIPPED_MOUNTS`]).
+    opts.skip_mnt = crate::nspawn::SKIPPED_MOUNTS
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
 }
-
-/// Where systemd-nspawn mounts the container's own boot ID.
-const NSPAWN_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 fn base_opts(images: &OwnedFd, work: &OwnedFd, what: &str) -> rpc::Criu_opts {
     let mut opts = rpc::Criu_opts::new();

@@ -20,6 +20,13 @@ use tracing::warn;
 
 use crate::{cmd, Error};
 
+/// Mounts of a machine that are left out of its dump. nspawn's fake boot ID is a bind
+/// mount of a deleted file in the container's /run, seen at two places; CRIU 3.17
+/// re-creates the deleted file for the first and then fails on the second ("Can't
+/// re-create deleted file ... File exists"). The restored machine reads the host's
+/// boot ID, which is a new boot's.
+pub const SKIPPED_MOUNTS: &[&str] = &["/proc/sys/kernel/random/boot_id"];
+
 /// The scope a restored machine is put in: machined's own name for it.
 pub fn scope(machine: &str) -> String {
     format!("machine-{machine}.scope")
